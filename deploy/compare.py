@@ -1,0 +1,174 @@
+"""Compare a backend's outputs with the PyTorch FP32 reference: metrics, gates, report.
+
+Nothing here prints; the CLI renders ``ValidationReport`` as a table or JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Tolerance",
+    "FP32_TOLERANCE",
+    "FP16_TOLERANCE",
+    "tolerance_for",
+    "OutputMetrics",
+    "CaseResult",
+    "ValidationReport",
+    "compare_outputs",
+]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Gates for one precision: relative L2 error bound, and whether top-1 must agree on every sample."""
+
+    precision: str
+    max_rel_l2: float
+    require_top1: bool
+
+
+FP32_TOLERANCE = Tolerance("fp32", 1e-4, require_top1=False)
+FP16_TOLERANCE = Tolerance("fp16", 3e-3, require_top1=True)
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    return FP16_TOLERANCE if precision == "fp16" else FP32_TOLERANCE
+
+
+@dataclass
+class OutputMetrics:
+    """How one output of one case differs from the reference."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    rel_l2: float
+    cosine_min: float
+    top1: float | None = None  # fraction of samples whose argmax agrees
+    top5: float | None = None  # mean overlap of the top-5 sets
+
+
+def _topk(a: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-a, axis=1)[:, :k]
+
+
+def _metrics(name: str, ref: np.ndarray, out: np.ndarray, classify: bool) -> OutputMetrics:
+    ref64 = ref.astype(np.float64)
+    out64 = out.astype(np.float64)
+    diff = out64 - ref64
+    denom = float(np.linalg.norm(ref64))
+    rel = float(np.linalg.norm(diff)) / denom if denom > 0 else float(np.linalg.norm(diff))
+    a = ref64.reshape(ref64.shape[0], -1)
+    b = out64.reshape(out64.shape[0], -1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
+    m = OutputMetrics(
+        name=name,
+        max_abs=float(np.abs(diff).max()) if diff.size else 0.0,
+        mean_abs=float(np.abs(diff).mean()) if diff.size else 0.0,
+        rel_l2=rel,
+        cosine_min=float(cos.min()),
+    )
+    if classify:
+        k = min(5, ref.shape[1])
+        m.top1 = float((ref.argmax(axis=1) == out.argmax(axis=1)).mean())
+        r5, o5 = _topk(ref, k), _topk(out, k)
+        m.top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(r5, o5)]))
+    if not np.isfinite(out64).all():
+        m.rel_l2 = float("inf")
+    return m
+
+
+@dataclass
+class CaseResult:
+    """One input shape: metrics per output, and why it failed if it did."""
+
+    shape: tuple[int, int, int, int]
+    outputs: list[OutputMetrics]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def label(self) -> str:
+        return "x".join(str(d) for d in self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "outputs": [asdict(o) for o in self.outputs],
+        }
+
+
+def compare_outputs(
+    shape: tuple[int, int, int, int],
+    reference: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    tolerance: Tolerance,
+) -> CaseResult:
+    """Compare by output name; a missing output or a shape mismatch is a failure, not an exception."""
+    metrics: list[OutputMetrics] = []
+    failures: list[str] = []
+    for name, ref in reference.items():
+        out = outputs.get(name)
+        if out is None:
+            failures.append(f"output {name!r} missing (got {', '.join(outputs) or 'none'})")
+            continue
+        if out.shape != ref.shape:
+            failures.append(f"output {name!r} has shape {list(out.shape)}, expected {list(ref.shape)}")
+            continue
+        m = _metrics(name, ref, out, classify=ref.ndim == 2)
+        metrics.append(m)
+        if not m.rel_l2 <= tolerance.max_rel_l2:
+            failures.append(f"{name}: relative error {m.rel_l2:.3g} > {tolerance.max_rel_l2:g}")
+        if tolerance.require_top1 and m.top1 is not None and m.top1 < 1.0:
+            failures.append(f"{name}: top-1 differs on {round((1 - m.top1) * shape[0])} of {shape[0]} samples")
+    return CaseResult(shape, metrics, failures)
+
+
+@dataclass
+class ValidationReport:
+    """All cases of one backend-vs-PyTorch comparison."""
+
+    backend: str
+    model: str
+    weights: str
+    tolerance: Tolerance
+    cases: list[CaseResult]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(c.passed for c in self.cases)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{c.label}: {f}" for c in self.cases for f in c.failures]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per (case, output), for tables and CSV."""
+        rows = []
+        for c in self.cases:
+            for o in c.outputs:
+                rows.append({"case": c.label, **asdict(o), "passed": c.passed})
+            if not c.outputs:
+                rows.append({"case": c.label, "name": "-", "passed": False})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "weights": self.weights,
+            "tolerance": asdict(self.tolerance),
+            "passed": self.passed,
+            "failures": self.failures,
+            "cases": [c.to_dict() for c in self.cases],
+        }

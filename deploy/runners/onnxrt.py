@@ -1,0 +1,124 @@
+"""onnxruntime runner (CPU, CUDA or TensorRT execution provider)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, DeployError
+from .base import Runner
+
+__all__ = ["OnnxRuntimeRunner", "available_providers", "default_providers"]
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailable(
+            "onnxruntime is not installed: pip install 'convmlp-deploy[cpu]' (or [gpu] for onnxruntime-gpu)"
+        ) from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers ([] if it is not installed)."""
+    try:
+        return list(_ort().get_available_providers())
+    except BackendUnavailable:
+        return []
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime has it, else CPU (never TensorRT implicitly)."""
+    have = available_providers()
+    if "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs an ONNX file with onnxruntime. ``providers``: names or aliases (cpu, cuda, tensorrt)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        wanted = [_PROVIDER_ALIASES.get(p.lower(), p) for p in (providers or default_providers())]
+        have = available_providers()
+        missing = [p for p in wanted if p not in have]
+        if missing:
+            raise BackendUnavailable(
+                f"onnxruntime here has no {', '.join(missing)} (available: {', '.join(have) or 'none'})"
+            )
+        if "CPUExecutionProvider" not in wanted:
+            wanted.append("CPUExecutionProvider")
+        self.providers = wanted
+        self.threads = threads
+        self.device = "cpu" if wanted[0] == "CPUExecutionProvider" else "cuda"
+        short = wanted[0].removesuffix("ExecutionProvider")
+        self.name = f"onnxruntime[{short}]"
+        self.session: Any = None
+        self._out: list[np.ndarray] = []
+        self._input_name = "input"
+        self._input_type = "tensor(float)"
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.session is None:
+            raise DeployError("onnxruntime runner is not active")
+        return [o.name for o in self.session.get_outputs()]
+
+    def activate(self) -> None:
+        ort = _ort()
+        if not self.path.is_file():
+            raise DeployError(f"ONNX file not found: {self.path}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own classes for bad files
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DeployError(f"{self.path}: onnxruntime cannot load it ({first[:200]})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise DeployError(f"{self.path}: expected one image input, found {len(inputs)}")
+        self._input_name = inputs[0].name
+        self._input_type = inputs[0].type
+
+    def deactivate(self) -> None:
+        self.session = None
+        self._out = []
+
+    def load_input(self, x: np.ndarray) -> np.ndarray:
+        dtype = np.float16 if self._input_type == "tensor(float16)" else np.float32
+        return np.ascontiguousarray(x, dtype=dtype)
+
+    def run(self, handle: np.ndarray) -> None:
+        try:
+            self._out = self.session.run(None, {self._input_name: handle})
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DeployError(f"onnxruntime failed on input {list(handle.shape)}: {first[:200]}") from None
+
+    def fetch(self) -> dict[str, np.ndarray]:
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, self._out)}
