@@ -102,10 +102,13 @@ def _looks_numeric(arg: str) -> bool:
 
 def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
     """Print ``rows`` as an aligned text table; ``columns`` are (key, header) pairs."""
-    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    raw = [[r.get(k) for k, _ in columns] for r in rows]
+    cells = [[h for _, h in columns]] + [[_fmt(v) for v in row] for row in raw]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in raw) for i in range(len(columns))]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for n, row in enumerate(cells):
-        click.echo("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        line = [c.rjust(w) if n and num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)]
+        click.echo("  ".join(line).rstrip())
         if n == 0:
             click.echo("  ".join("-" * w for w in widths))
 
@@ -116,6 +119,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, float):
+        if 0.999 <= abs(value) < 1:
+            return f"{value:.6f}"
         if value == 0 or 1e-3 <= abs(value) < 1e5:
             return f"{value:.4g}"
         return f"{value:.2e}"
@@ -176,6 +181,552 @@ def profile(variant: str, resolution: tuple[tuple[int, int], ...], features: boo
         results,
         [("variant", "variant"), ("resolution", "resolution"), ("mparams", "params (M)"), ("gmacs", "GMACs")],
     )
+
+
+VALIDATION_COLUMNS = [
+    ("case", "case"), ("name", "output"), ("max_abs", "max abs"), ("rel_l2", "rel L2"),
+    ("cosine_min", "cosine"), ("top1", "top-1"), ("top5", "top-5"), ("passed", "ok"),
+]
+
+
+def echo_validation(report: Any) -> None:
+    """Print a ``ValidationReport`` as a table with its verdict."""
+    tol = report.tolerance
+    click.echo(f"{report.model} on {report.backend} vs PyTorch FP32, weights {report.weights}")
+    gate = f"rel L2 <= {tol.max_rel_l2:g}" + (", top-1 on every sample" if tol.require_top1 else "")
+    click.echo(f"gate ({tol.precision}): {gate}")
+    echo_table(report.rows(), VALIDATION_COLUMNS)
+    click.echo("PASSED" if report.passed else "FAILED: " + "; ".join(report.failures))
+
+
+@main.command()
+@click.option("--variant", "-v", type=VARIANT, required=True, help="ConvMLP variant.")
+@click.option(
+    "--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="Local checkpoint (official layout; plain or under state_dict/model).",
+)
+@click.option("--pretrained", is_flag=True, help="Fetch the official ImageNet-1k checkpoint.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, help="Classes of the head.")
+@click.option(
+    "--output-dir", "-o", type=click.Path(file_okay=False), default="artifacts", help="Where artifacts go."
+)
+@click.option("--opset", type=click.IntRange(17, 20), default=17, help="ONNX opset (17..20).")
+@click.option("--fp16/--no-fp16", default=False, help="Also write the mixed-precision FP16 graph for TensorRT.")
+@click.option("--features", is_flag=True, help="Also write the F1..F4 backbone graph.")
+@click.option(
+    "--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim",
+    help="Graph simplifier; its graph is kept only if no larger and still dynamic.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def export(
+    variant: str, weights: str | None, pretrained: bool, num_classes: int, output_dir: str, opset: int,
+    fp16: bool, features: bool, simplifier: str, as_json: bool,
+) -> None:
+    """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
+
+    Writes convmlp_{v}.onnx (+ .fp16.onnx, .features.onnx) and convmlp_{v}.report.json
+    into --output-dir. Every graph is checked against PyTorch on onnxruntime first;
+    if any fails (exit 3), no existing artifact is replaced.
+    """
+    from pathlib import Path
+
+    from export.pipeline import ExportConfig, run_export
+
+    if weights and pretrained:
+        raise click.UsageError("give either --weights or --pretrained, not both")
+    cfg = ExportConfig(
+        variant=variant.lower(), output_dir=Path(output_dir), weights=Path(weights) if weights else None,
+        pretrained=pretrained, num_classes=num_classes, opset=opset, fp16=fp16, features=features,
+        simplifier=simplifier,
+    )
+    log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    with user_errors():
+        result = run_export(cfg, log=log)
+    if as_json:
+        echo_json(result.report)
+    else:
+        for g in result.graphs:
+            click.echo("")
+            echo_validation(g.validation)
+        click.echo("")
+        for g in result.graphs:
+            state = f"{g.size_bytes / 2**20:.1f} MiB" if result.passed else "not written"
+            click.echo(f"{g.name:>8}: {g.path} ({g.nodes} nodes, {state})")
+        if result.report_path:
+            click.echo(f"  report: {result.report_path}")
+        click.echo(f"total {result.timings['total_s']:.1f} s")
+    if not result.passed:
+        raise ValidationFailed("validation failed, nothing written: " + "; ".join(result.failures))
+
+
+@main.command()
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), help="ONNX file to check.")
+@click.option("--engine", "engine_path", type=click.Path(exists=True, dir_okay=False), help="TensorRT engine to check.")
+@click.option("--variant", "-v", type=VARIANT, default=None, help="Variant (default: from the file's metadata).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint the file was exported from.")
+@click.option(
+    "--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
+    help="onnxruntime execution provider for --onnx (default: CUDA if present, else CPU).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(
+    onnx_path: str | None, engine_path: str | None, variant: str | None, weights: str | None,
+    provider: str | None, as_json: bool,
+) -> None:
+    """Check an ONNX graph or a TensorRT engine against PyTorch FP32 (exit 3 if it fails).
+
+    ONNX: batch 1 and 3, 224x224, non-square, 97x131 and 512x512. Engine: each
+    profile's min, opt and max plus odd sizes inside. Gates: FP32 relative L2
+    error <= 1e-4; FP16 <= 3e-3 and the same top-1 on every sample.
+    """
+    from deploy.validate import validate_engine, validate_onnx
+
+    if (onnx_path is None) == (engine_path is None):
+        raise click.UsageError("give exactly one of --onnx PATH or --engine PATH")
+    if provider and engine_path:
+        raise click.UsageError("--provider applies to --onnx only")
+    v = variant.lower() if variant else None
+    log = (lambda shape: None) if as_json else (lambda shape: click.echo(f"  case {shape}", err=True))
+    with user_errors():
+        if onnx_path:
+            report = validate_onnx(onnx_path, variant=v, weights=weights,
+                                   providers=[provider] if provider else None, on_case=log)
+        else:
+            report = validate_engine(engine_path, variant=v, weights=weights, on_case=log)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        echo_validation(report)
+    if not report.passed:
+        raise ValidationFailed("validation failed: " + "; ".join(report.failures))
+
+
+# --------------------------------------------------------------------------- triton, predict
+
+
+@main.command(cls=GreedyCommand)
+@click.option("--engine", type=click.Path(exists=True, dir_okay=False), help="TensorRT plan (with its .json sidecar).")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), help="ONNX graph from 'export'.")
+@click.option(
+    "--repository", required=True, type=click.Path(file_okay=False),
+    help="Triton model repository folder (created if missing).",
+)
+@click.option("--model-name", default=None, help="Model folder name [default: convmlp_{variant}[_features]_{trt|onnx}].")
+@click.option(
+    "--max-batch-size", type=click.IntRange(min=1), default=None,
+    help="Triton max_batch_size [default: the engine's largest profile batch; ONNX: 32].",
+)
+@click.option("--instances", type=click.IntRange(min=1), default=1, help="Model instances per GPU (KIND_GPU count).")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, help="Let Triton batch requests together.")
+@click.option(
+    "--preferred-batch-sizes", type=click.IntRange(min=1), multiple=True,
+    help="Preferred batch sizes, several allowed (--preferred-batch-sizes 8 16) [default: engine opt batch + max].",
+)
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100, help="Dynamic batcher queue delay.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def triton(
+    engine: str | None,
+    onnx_path: str | None,
+    repository: str,
+    model_name: str | None,
+    max_batch_size: int | None,
+    instances: int,
+    dynamic_batching: bool,
+    preferred_batch_sizes: tuple[int, ...],
+    max_queue_delay_us: int,
+    as_json: bool,
+) -> None:
+    """Write a Triton model repository entry (config.pbtxt + 1/model.plan or 1/model.onnx).
+
+    Names, dtypes, dims and the batch limit are read from the model itself (the
+    ONNX graph and its metadata, or the engine's sidecar manifest).
+    """
+    from deploy.triton import TritonOptionError, read_model_facts, resolve_options, write_model_entry
+
+    if (engine is None) == (onnx_path is None):
+        raise click.UsageError("give exactly one of --engine or --onnx")
+    with user_errors():
+        facts = read_model_facts(engine=engine, onnx=onnx_path)
+        try:
+            opts = resolve_options(
+                facts, model_name=model_name, max_batch_size=max_batch_size, instances=instances,
+                dynamic_batching=dynamic_batching, preferred_batch_sizes=preferred_batch_sizes,
+                max_queue_delay_us=max_queue_delay_us,
+            )
+            entry = write_model_entry(facts, opts, repository)
+        except TritonOptionError as exc:
+            raise click.UsageError(str(exc)) from None
+    if as_json:
+        echo_json(entry.to_dict())
+        return
+    click.echo(f"wrote {entry.config_path.parent} ({facts.platform}, max_batch_size {opts.max_batch_size})")
+    rows = [
+        {"io": io, "name": t.name, "data_type": t.data_type, "dims": "[" + ", ".join(map(str, t.dims)) + "]"}
+        for io, ts in (("input", facts.inputs), ("output", facts.outputs))
+        for t in ts
+    ]
+    echo_table(rows, [("io", "io"), ("name", "name"), ("data_type", "data type"), ("dims", "dims")])
+    batching = (
+        f"dynamic, preferred {list(opts.preferred_batch_sizes) or 'any'}" if opts.dynamic_batching else "off"
+    )
+    click.echo(f"instances: {opts.instances} x KIND_GPU; batching: {batching}")
+
+
+class PredictResolution(Resolution):
+    """``Resolution`` plus ``native`` (keep each image's own size)."""
+
+    name = "RES|native"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "native":
+            return "native"
+        return super().convert(value, param, ctx)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--engine", type=click.Path(exists=True, dir_okay=False), help="TensorRT plan (with its .json sidecar).")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), help="ONNX classifier graph.")
+@click.option("--variant", "-v", type=VARIANT, default=None, help="PyTorch ConvMLP variant.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --variant.")
+@click.option("--pretrained", is_flag=True, help="Official ImageNet-1k weights for --variant (downloads).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Device for --variant.")
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, help="Classes to show per image.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
+@click.option(
+    "--resolution", "-r", type=PredictResolution(), default=None,
+    help="224, HxW or native (each image's own size) [default: the weights config's 224 crop].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def predict(
+    images: tuple[str, ...],
+    engine: str | None,
+    onnx_path: str | None,
+    variant: str | None,
+    weights: str | None,
+    pretrained: bool,
+    device: str,
+    top_k: int,
+    labels: str | None,
+    resolution: Any,
+    as_json: bool,
+) -> None:
+    """Top-k ImageNet classes of each IMAGE with softmax probabilities.
+
+    Any backend: --engine (TensorRT), --onnx (onnxruntime) or --variant (PyTorch).
+    Images and options may come in any order. An image that cannot be read is
+    reported on stderr and the others are still answered; the exit code is then 1.
+    """
+    from deploy.predict import load_labels, open_classifier, predict_images
+
+    if sum(x is not None for x in (engine, onnx_path, variant)) != 1:
+        raise click.UsageError("give exactly one of --engine, --onnx or --variant")
+    if (weights or pretrained) and variant is None:
+        raise click.UsageError("--weights and --pretrained go with --variant")
+    if weights and pretrained:
+        raise click.UsageError("give --weights or --pretrained, not both")
+    with user_errors():
+        info = open_classifier(
+            engine=engine, onnx=onnx_path, variant=variant, weights=weights, pretrained=pretrained, device=device
+        )
+        names = None
+        if labels is not None:
+            from deploy.errors import DeployError
+
+            try:
+                names = load_labels(labels, info.num_classes)
+            except DeployError as exc:
+                raise click.BadParameter(str(exc), param_hint="--labels") from None
+        for note in info.notes:
+            click.echo(f"Note: {note}", err=True)
+        results = []
+        with info.runner:
+            for res in predict_images(info, images, k=top_k, labels=names, resolution=resolution):
+                results.append(res)
+                if not res.ok:
+                    click.echo(f"Error: {res.error}", err=True)
+                elif not as_json:
+                    shape = "x".join(map(str, res.input_shape or ()))
+                    click.echo(f"{res.image}  [{shape}]")
+                    cols = [("rank", "rank"), ("index", "class")]
+                    cols += [("label", "label")] if names else []
+                    echo_table([s.to_dict() for s in res.top], cols + [("probability", "probability")])
+                    click.echo("")
+    if as_json:
+        echo_json({"model": info.to_dict(), "results": [r.to_dict() for r in results]})
+    failed = sum(not r.ok for r in results)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(results)} images could not be classified")
+
+
+# --------------------------------------------------------------------------- build / doctor (TensorRT)
+
+
+class ShapeParam(click.ParamType):
+    """An NCHW shape ``NxCxHxW`` (``8x3x224x224``)."""
+
+    name = "NxCxHxW"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from deploy.trt.profiles import parse_shape
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_shape(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class ProfileParam(click.ParamType):
+    """A shape profile ``MIN:OPT:MAX`` (``1x3x128x128:8x3x224x224:32x3x512x512``)."""
+
+    name = "MIN:OPT:MAX"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from deploy.trt.profiles import ShapeProfile
+
+        if isinstance(value, ShapeProfile):
+            return value
+        try:
+            return ShapeProfile.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command(cls=GreedyCommand)
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="ONNX graph from 'export' (the .fp16.onnx graph gives an FP16 engine).")
+@click.option("--min-shape", type=ShapeParam(), help="Smallest input NxCxHxW (with --opt-shape and --max-shape).")
+@click.option("--opt-shape", type=ShapeParam(), help="Input shape TensorRT tunes for.")
+@click.option("--max-shape", type=ShapeParam(), help="Largest input.")
+@click.option("--profile", "profile_", type=ProfileParam(), multiple=True,
+              help="Optimization profile MIN:OPT:MAX; repeat (or list several) for several profiles. "
+                   "Default: 1x3x128x128:8x3x224x224:32x3x512x512.")
+@click.option("--workspace-gib", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              help="Builder workspace memory limit (GiB).")
+@click.option("--opt-level", type=click.IntRange(0, 5), default=3, help="Builder optimization level (0-5).")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+              help="Timing cache file: read if present, written after the build (faster rebuilds).")
+@click.option("--hardware-compat", type=click.Choice(["ampere+", "same-cc"]), default=None,
+              help="Build an engine that also runs on other GPUs (Ampere and newer / same compute capability).")
+@click.option("--version-compatible", is_flag=True, help="Engine also loads in later TensorRT versions.")
+@click.option("--weak-fp16", is_flag=True, hidden=True,
+              help="TensorRT 10 only, deprecated: FP32 graph with BuilderFlag.FP16.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Engine path [default: the ONNX path with .engine].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
+def build(
+    onnx_path: str,
+    min_shape: tuple[int, ...] | None,
+    opt_shape: tuple[int, ...] | None,
+    max_shape: tuple[int, ...] | None,
+    profile_: tuple[Any, ...],
+    workspace_gib: float,
+    opt_level: int,
+    timing_cache: str | None,
+    hardware_compat: str | None,
+    version_compatible: bool,
+    weak_fp16: bool,
+    output: str | None,
+    as_json: bool,
+) -> None:
+    """Build a TensorRT engine (plan + .json sidecar) from an exported ONNX graph.
+
+    The network is strongly typed: precision comes from the graph. Engines run
+    only on the GPU model and TensorRT version that built them, unless built
+    with --hardware-compat / --version-compatible.
+    """
+    from pathlib import Path
+
+    from deploy.trt.builder import BuildOptions, build_engine
+    from deploy.trt.profiles import DEFAULT_PROFILE, ShapeProfile
+
+    shapes = (min_shape, opt_shape, max_shape)
+    if profile_ and any(s is not None for s in shapes):
+        raise click.UsageError("use either --profile or --min-shape/--opt-shape/--max-shape, not both")
+    if any(s is not None for s in shapes):
+        if any(s is None for s in shapes):
+            raise click.UsageError("--min-shape, --opt-shape and --max-shape go together: give all three")
+        try:
+            profiles = [ShapeProfile(*shapes)]  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    else:
+        profiles = list(profile_) or [DEFAULT_PROFILE]
+    options = BuildOptions(
+        workspace_gib=workspace_gib,
+        opt_level=opt_level,
+        timing_cache=Path(timing_cache) if timing_cache else None,
+        hardware_compat=hardware_compat,
+        version_compatible=version_compatible,
+        weak_fp16=weak_fp16,
+    )
+    with user_errors():
+        result = build_engine(onnx_path, profiles, options, output)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    m = result.manifest
+    click.echo(f"built {result.engine_path} ({result.engine_bytes / 1e6:.1f} MB) in {result.build_seconds:.1f} s")
+    click.echo(f"  {m.precision} {m.kind} convmlp_{m.variant or '?'}, TensorRT {m.tensorrt_version}, "
+               f"{m.gpu_name} (sm {m.compute_capability})")
+    click.echo(f"  manifest: {result.manifest_path}")
+    echo_table(
+        [{"profile": i, "min": p.min, "opt": p.opt, "max": p.max} for i, p in enumerate(m.profiles)],
+        [("profile", "profile"), ("min", "min"), ("opt", "opt"), ("max", "max")],
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def doctor(as_json: bool) -> None:
+    """What this machine has (GPU, CUDA, onnxruntime, TensorRT...) and which commands can run."""
+    from deploy.doctor import collect, command_rows, component_rows
+
+    report = collect()
+    if as_json:
+        echo_json(report)
+        return
+    echo_table(component_rows(report), [("component", "component"), ("status", "status")])
+    click.echo()
+    echo_table(command_rows(report), [("command", "command"), ("ok", "ok"), ("note", "note")])
+
+
+def _parse_percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    from deploy.bench.stats import parse_percentiles
+
+    try:
+        return parse_percentiles(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+@main.command(cls=GreedyCommand)
+@click.option("--variant", "-v", type=VARIANT, help="Variant: the model for torch; with --onnx/--engine, for GMACs.")
+@click.option("--onnx", type=click.Path(exists=True, dir_okay=False), help="ONNX file (implies onnxruntime).")
+@click.option("--engine", type=click.Path(exists=True, dir_okay=False), help="TensorRT engine (implies tensorrt).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for torch (default: synthetic).")
+@click.option(
+    "--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,
+    help="Runtime; inferred from --onnx / --engine / --variant when omitted.",
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default cpu (cuda for --engine).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="torch only; default fp32.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), multiple=True, default=(1,), help="Batch size(s).")
+@click.option(
+    "--resolution", "-r", type=RESOLUTION, multiple=True, default=("224",),
+    help="Input size(s): 224 or HxW; several make a sweep (--resolution 224 512 320x640).",
+)
+@click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, help="Warm-up time per case.")
+@click.option(
+    "--duration-s", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Time per case (at least 10 iterations) [default: 3].",
+)
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Exact iterations per case instead.")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the PyTorch model.")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT: launch through a captured CUDA graph.")
+@click.option("--streams", type=click.IntRange(min=1), default=1, help="TensorRT: execution contexts in flight.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (torch / onnxruntime).")
+@click.option("--percentiles", default="90,95,99", callback=_parse_percentiles, help="Latency percentiles.")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Device peak TFLOP/s: adds the fraction of peak achieved.")
+@click.option("--json", "json_out", metavar="FILE", default=None, help="Write JSON to FILE ('-': stdout, quiet).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write one CSV row per case.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="PNG of latency and throughput against pixels per image (needs matplotlib).")
+def benchmark(
+    variant: str | None, onnx: str | None, engine: str | None, weights: str | None, backend: str | None,
+    device: str | None, precision: str | None, batch: tuple[int, ...], resolution: tuple[tuple[int, int], ...],
+    warmup_ms: float, duration_s: float | None, iterations: int | None, use_compile: bool, cuda_graph: bool,
+    streams: int, threads: int | None, percentiles: tuple[float, ...], peak_tflops: float | None,
+    json_out: str | None, csv_out: str | None, plot_out: str | None,
+) -> None:
+    """Time PyTorch, onnxruntime or a TensorRT engine like trtexec, over batches x resolutions.
+
+    Prints throughput, latency percentiles, CV, GMACs and TFLOP/s per case (and on
+    CUDA the H2D / compute / D2H / enqueue split), with trtexec's warnings.
+    A missing runtime or CUDA device is exit 1; contradicting options and shapes
+    outside an engine's profiles are exit 2. Full guide: docs/benchmark.md.
+    """
+    from deploy.bench import (
+        BenchUsageError,
+        TimingConfig,
+        expand_sweep,
+        plot_available,
+        prepare,
+        resolve_target,
+        run_benchmark,
+    )
+
+    if duration_s is not None and iterations is not None:
+        raise click.UsageError("give either --duration-s or --iterations, not both")
+    quiet = json_out == "-"
+    try:
+        target = resolve_target(
+            variant=variant, backend=backend, onnx=onnx, engine=engine, device=device, precision=precision,
+            weights=weights, compile=use_compile, cuda_graph=cuda_graph, streams=streams, threads=threads,
+        )
+        cases = expand_sweep(batch, resolution)
+        timing = TimingConfig(
+            warmup_s=warmup_ms / 1e3, duration_s=duration_s if duration_s is not None else 3.0, iterations=iterations
+        )
+        if plot_out and not plot_available():
+            raise click.ClickException("--plot needs matplotlib: pip install 'convmlp-deploy[plot]'")
+        with user_errors():
+            target = prepare(target, cases)
+    except (BenchUsageError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+    with user_errors(), _bench_progress(len(cases), timing.estimated_s, quiet) as progress:
+        report = run_benchmark(target, cases, timing, percentiles=percentiles, peak_tflops=peak_tflops,
+                               progress=progress)
+
+    from deploy.bench import plot_report, write_text
+
+    written: list[str] = []
+    with user_errors():
+        if json_out and not quiet:
+            written.append(str(write_text(json_out, report.to_json())))
+        if csv_out:
+            written.append(str(write_text(csv_out, report.to_csv())))
+        if plot_out:
+            written.append(str(plot_report(report, plot_out)))
+    if quiet:
+        click.echo(report.to_json(), nl=False)
+        return
+    from deploy.bench.report import machine_line
+
+    click.echo(machine_line(report.machine, report.versions))
+    echo_table(report.rows(), report.columns())
+    for r in report.results:
+        for w in r.warnings:
+            click.echo(f"warning: b{r.batch} {r.height}x{r.width}: {w.message}")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+@contextmanager
+def _bench_progress(cases: int, per_case_s: float | None, quiet: bool) -> Iterator[Any]:
+    """A rich progress bar on stderr for runs longer than a couple of seconds (None otherwise)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal or (per_case_s is not None and cases * per_case_s < 2.0):
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("benchmark", total=float(cases))
+
+        def update(index: int, case: Any, fraction: float) -> None:
+            bar.update(task, completed=index + fraction, description=f"case {index + 1}/{cases} {case.label}")
+
+        yield update
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -130,8 +130,12 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> str:
         AttributeError,
         TypeError,
     ) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+        text = str(exc).strip()
+        if not text or "Weights only load failed" in text:
+            why = "not a torch.save file of tensors"
+        else:
+            why = text.splitlines()[0][:160]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
     try:
         state = checkpoint_filter_fn(raw)
     except CheckpointError as exc:

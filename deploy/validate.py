@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,8 @@ from convmlp import create_model
 from convmlp.model import ConvMLP
 from convmlp.weights import synthesize_weights
 
-from .compare import Tolerance, ValidationReport, compare_outputs
+from .compare import Tolerance, ValidationReport, compare_outputs, tolerance_for
+from .errors import DeployError
 from .runners.base import Runner
 from .runners.torch_runner import TorchRunner
 
@@ -25,7 +27,12 @@ __all__ = [
     "reference_model",
     "weights_label",
     "sample_images",
+    "ReferenceCase",
+    "reference_cases",
+    "compare_runner",
     "validate_runner",
+    "validate_onnx",
+    "validate_engine",
 ]
 
 Shape = tuple[int, int, int, int]
@@ -40,12 +47,6 @@ DEFAULT_GRID: tuple[Shape, ...] = (
 )
 
 SYNTHETIC_SEED = 0
-
-
-@dataclass(frozen=True)
-class _Weights:
-    path: str | None
-    seed: int
 
 
 def reference_model(
@@ -85,6 +86,49 @@ def sample_images(shape: Shape, seed: int) -> np.ndarray:
     return x.numpy().astype(np.float32)
 
 
+@dataclass(frozen=True)
+class ReferenceCase:
+    """One validation input and the PyTorch FP32 outputs for it."""
+
+    shape: Shape
+    inputs: np.ndarray
+    outputs: dict[str, np.ndarray]
+
+
+def reference_cases(
+    model: torch.nn.Module,
+    shapes: Sequence[Shape] = DEFAULT_GRID,
+    *,
+    output_names: list[str] | None = None,
+    seed: int = 0,
+) -> list[ReferenceCase]:
+    """Inputs and PyTorch FP32 outputs on each shape, computed once for all backends."""
+    cases = []
+    with TorchRunner(model, output_names=output_names) as ref:
+        for i, shape in enumerate(shapes):
+            x = sample_images(shape, seed + i)
+            cases.append(ReferenceCase(shape, x, ref.infer(x)))
+    return cases
+
+
+def compare_runner(
+    runner: Runner,
+    cases: Sequence[ReferenceCase],
+    *,
+    tolerance: Tolerance,
+    model_label: str,
+    weights: str,
+    on_case: Callable[[Shape], None] | None = None,
+) -> ValidationReport:
+    """Run ``runner`` (already entered) on each reference case and compare."""
+    results = []
+    for case in cases:
+        if on_case:
+            on_case(case.shape)
+        results.append(compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tolerance))
+    return ValidationReport(runner.name, model_label, weights, tolerance, results)
+
+
 def validate_runner(
     runner: Runner,
     model: torch.nn.Module,
@@ -97,11 +141,109 @@ def validate_runner(
     on_case: Callable[[Shape], None] | None = None,
 ) -> ValidationReport:
     """Run ``runner`` (already entered) and PyTorch FP32 on each shape; compare."""
-    cases = []
-    with TorchRunner(model, output_names=runner.output_names) as ref:
-        for i, shape in enumerate(shapes):
-            if on_case:
-                on_case(shape)
-            x = sample_images(shape, seed + i)
-            cases.append(compare_outputs(shape, ref.infer(x), runner.infer(x), tolerance))
-    return ValidationReport(runner.name, model_label, weights, tolerance, cases)
+    cases = reference_cases(model, shapes, output_names=runner.output_names, seed=seed)
+    return compare_runner(
+        runner, cases, tolerance=tolerance, model_label=model_label, weights=weights, on_case=on_case
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _graph_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    if not path.is_file():
+        raise DeployError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DeployError(f"{path}: not an ONNX model ({first})") from None
+    if not proto.graph.node:
+        raise DeployError(f"{path}: not an ONNX model (empty graph)")
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def _resolve(
+    meta: dict[str, str], variant: str | None, weights: str | os.PathLike[str] | None, source: Path
+) -> tuple[str, int, bool]:
+    """Variant, class count and kind from the artifact's metadata and the caller's options."""
+    meta_variant = meta.get("variant") or None
+    if variant is None and meta_variant is None:
+        raise DeployError(f"{source} does not say which variant it is: pass --variant s|m|l")
+    if variant is not None and meta_variant is not None and variant != meta_variant:
+        raise DeployError(f"{source} is ConvMLP-{meta_variant.upper()}, not ConvMLP-{variant.upper()}")
+    sha = meta.get("checkpoint_sha256") or ""
+    if sha and weights is None:
+        raise DeployError(
+            f"{source} was exported from checkpoint {meta.get('weights', '?')} (sha256 {sha[:12]}...): "
+            "pass it with --weights"
+        )
+    if sha and weights is not None:
+        from convmlp.weights import file_sha256
+
+        if Path(weights).is_file() and file_sha256(weights) != sha:
+            raise DeployError(
+                f"--weights {weights} is not the checkpoint {source.name} was exported from "
+                f"(sha256 {sha[:12]}...)"
+            )
+    num_classes = int(meta.get("num_classes") or 1000)
+    return (variant or meta_variant), num_classes, meta.get("kind") == "features"  # type: ignore[return-value]
+
+
+def validate_onnx(
+    path: str | os.PathLike[str],
+    *,
+    variant: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    providers: list[str] | None = None,
+    shapes: Sequence[Shape] = DEFAULT_GRID,
+    on_case: Callable[[Shape], None] | None = None,
+) -> ValidationReport:
+    """Check any ONNX file written by ``export`` (or compatible) against PyTorch FP32."""
+    from .runners.onnxrt import OnnxRuntimeRunner
+
+    path = Path(path)
+    meta = _graph_metadata(path)
+    v, num_classes, features = _resolve(meta, variant, weights, path)
+    precision = meta.get("precision", "fp32")
+    model = reference_model(v, weights, features=features, num_classes=num_classes)
+    with OnnxRuntimeRunner(path, providers=providers) as runner:
+        report = validate_runner(
+            runner, model, shapes=shapes, tolerance=tolerance_for(precision),
+            model_label=f"{path.name} (convmlp_{v} {precision})", weights=weights_label(weights), on_case=on_case,
+        )
+    return report
+
+
+def validate_engine(
+    path: str | os.PathLike[str],
+    *,
+    variant: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    on_case: Callable[[Shape], None] | None = None,
+) -> ValidationReport:
+    """Check a TensorRT engine against PyTorch FP32 at each profile's min/opt/max and odd sizes inside."""
+    from .trt.manifest import read_manifest
+    from .trt.profiles import validation_shapes
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    meta = {
+        "variant": manifest.variant or "",
+        "num_classes": str(manifest.num_classes or 1000),
+        "kind": manifest.kind,
+        "checkpoint_sha256": "",
+    }
+    v, num_classes, features = _resolve(meta, variant, weights, path)
+    model = reference_model(v, weights, features=features, num_classes=num_classes)
+    from .runners.tensorrt import TensorRTRunner
+
+    with TensorRTRunner(path) as runner:
+        report = validate_runner(
+            runner, model, shapes=validation_shapes(manifest.profiles), tolerance=tolerance_for(manifest.precision),
+            model_label=f"{path.name} (convmlp_{v} {manifest.precision})", weights=weights_label(weights),
+            on_case=on_case,
+        )
+    return report

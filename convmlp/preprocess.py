@@ -1,0 +1,215 @@
+"""Image preprocessing for ConvMLP: the one function every predictor and client uses.
+
+Driven by the variant's weights config (``PRETRAINED_CFGS[variant]``: input size,
+``crop_pct``, mean, std, interpolation), following timm's evaluation transform:
+
+1. convert to 8-bit RGB (grey, palette, RGBA, CMYK, 16-bit... all become RGB);
+2. resize (bicubic, Pillow) so that the image covers ``floor(H / crop_pct) x
+   floor(W / crop_pct)`` keeping its aspect ratio; for a square target this is
+   timm's "shorter side to ``floor(size / crop_pct)``";
+3. centre-crop to ``H x W``;
+4. scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel;
+5. return a float32 NCHW batch of one.
+
+``resolution="native"`` skips steps 2-3: the image keeps its own size (ConvMLP
+takes any size >= 32 x 32). docs/predict.md spells every step out for C++ users.
+
+    >>> from convmlp.preprocess import load_image, preprocess
+    >>> x = preprocess(load_image("cat.jpg"), "s")          # (1, 3, 224, 224) float32
+    >>> x = preprocess(load_image("cat.jpg"), "s", resolution=(320, 480))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .model import ConvMLP
+from .weights import PRETRAINED_CFGS, PretrainedCfg
+
+__all__ = [
+    "ImageError",
+    "ResolutionLike",
+    "CropGeometry",
+    "NATIVE",
+    "MIN_SIDE",
+    "INTERPOLATIONS",
+    "load_image",
+    "to_rgb",
+    "target_size",
+    "crop_geometry",
+    "preprocess",
+]
+
+NATIVE = "native"
+MIN_SIDE = ConvMLP.min_input_size
+
+#: ``None`` (the config's input size), an int (square), ``(H, W)`` or ``"native"``.
+ResolutionLike = int | tuple[int, int] | Literal["native"] | None
+
+_PIL_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+INTERPOLATIONS = tuple(_PIL_FILTERS)
+
+
+class ImageError(OSError):
+    """A file is missing, unreadable, not an image, or an image ConvMLP cannot take."""
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where an ``image_size`` image goes: resized to ``resize`` then cropped at ``box``.
+
+    Sizes are ``(height, width)``; ``box`` is ``(top, left, height, width)`` in the
+    resized image.
+    """
+
+    image_size: tuple[int, int]
+    resize: tuple[int, int]
+    box: tuple[int, int, int, int]
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file fully (first frame), apply its EXIF orientation, return it as RGB.
+
+    Raises ``ImageError`` with one line naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return to_rgb(ImageOps.exif_transpose(opened))
+    except ImageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (or a format Pillow cannot read)") from None
+    except Exception as exc:  # truncated/corrupt data raises OSError, SyntaxError, ValueError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ImageError(f"{path}: cannot read image ({first[:160]})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB.
+
+    Alpha is dropped (as timm/torchvision loaders do), palettes are expanded,
+    CMYK/YCbCr/LAB are converted by Pillow, and 16/32-bit integer grey
+    (``I;16``, ``I``) is scaled from 0..65535 to 0..255 instead of clipped.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(np.rint(np.clip(a, 0, 65535) / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, mode="L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA")  # honours palette transparency without a warning
+    try:
+        return img.convert("RGB")
+    except ValueError as exc:
+        raise ImageError(f"cannot convert a {mode!r} image to RGB ({exc})") from None
+
+
+def _filter(name: str) -> Image.Resampling:
+    try:
+        return _PIL_FILTERS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown interpolation {name!r}: use one of {', '.join(_PIL_FILTERS)}") from None
+
+
+def _cfg(cfg: str | PretrainedCfg) -> PretrainedCfg:
+    if isinstance(cfg, PretrainedCfg):
+        return cfg
+    try:
+        return PRETRAINED_CFGS[cfg.lower()]
+    except KeyError:
+        raise ValueError(f"unknown ConvMLP variant {cfg!r}: choose one of {', '.join(PRETRAINED_CFGS)}") from None
+
+
+def target_size(cfg: str | PretrainedCfg, resolution: ResolutionLike = None) -> tuple[int, int] | None:
+    """The ``(H, W)`` crop for ``resolution``; ``None`` for ``"native"``. Refuses sides < 32."""
+    if resolution is None:
+        _, h, w = _cfg(cfg).input_size
+    elif isinstance(resolution, str):
+        if resolution.lower() != NATIVE:
+            raise ValueError(f"resolution must be an int, (H, W) or 'native', got {resolution!r}")
+        return None
+    elif isinstance(resolution, int):
+        h = w = resolution
+    else:
+        h, w = (int(v) for v in resolution)
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"resolution {h}x{w}: ConvMLP needs height and width >= {MIN_SIDE}")
+    return h, w
+
+
+def crop_geometry(image_size: tuple[int, int], target: tuple[int, int], crop_pct: float) -> CropGeometry:
+    """Resize and centre-crop geometry of an ``image_size`` (H, W) image for a ``target`` (H, W) crop.
+
+    The image is scaled (aspect ratio kept) so that it covers ``floor(H / crop_pct) x
+    floor(W / crop_pct)``: the side that needs the larger scale gets exactly its size,
+    the other ``int(scale * side)`` (truncated, as torchvision does). The crop offset
+    is ``round((resized - target) / 2)`` with Python's round-half-to-even.
+    """
+    ih, iw = image_size
+    th, tw = target
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    sh, sw = math.floor(th / crop_pct), math.floor(tw / crop_pct)
+    if sh * iw >= sw * ih:  # height binds: sh / ih >= sw / iw
+        rh, rw = sh, max(sw, int(sh * iw / ih))
+    else:
+        rh, rw = max(sh, int(sw * ih / iw)), sw
+    top = int(round((rh - th) / 2.0))
+    left = int(round((rw - tw) / 2.0))
+    return CropGeometry((ih, iw), (rh, rw), (top, left, th, tw))
+
+
+def preprocess(
+    image: Image.Image,
+    cfg: str | PretrainedCfg = "s",
+    *,
+    resolution: ResolutionLike = None,
+) -> np.ndarray:
+    """One image as the ``(1, 3, H, W)`` float32 batch ConvMLP-``cfg`` expects.
+
+    ``cfg`` is a variant name or a ``PretrainedCfg``; ``resolution`` is ``None``
+    (the config's input size, 224), an int, ``(H, W)``, or ``"native"`` (keep the
+    image's size: no resize, no crop). Raises ``ImageError`` for a native image
+    smaller than 32 x 32 and ``ValueError`` for a bad ``resolution``.
+    """
+    pcfg = _cfg(cfg)
+    target = target_size(pcfg, resolution)
+    img = to_rgb(image)
+    if target is None:
+        if min(img.height, img.width) < MIN_SIDE:
+            raise ImageError(
+                f"image is {img.height}x{img.width} (HxW); ConvMLP needs both sides >= {MIN_SIDE} "
+                "(use a fixed --resolution to resize it)"
+            )
+    else:
+        geo = crop_geometry((img.height, img.width), target, pcfg.crop_pct)
+        (rh, rw), (top, left, th, tw) = geo.resize, geo.box
+        if (rh, rw) != (img.height, img.width):
+            img = img.resize((rw, rh), resample=_filter(pcfg.interpolation))
+        img = img.crop((left, top, left + tw, top + th))
+    x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(pcfg.mean, dtype=np.float32)
+    std = np.asarray(pcfg.std, dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)

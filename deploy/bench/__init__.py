@@ -1,0 +1,125 @@
+"""Benchmark any runner the way trtexec does: one loop over PyTorch, onnxruntime and TensorRT.
+
+    >>> from deploy.bench import TimingConfig, expand_sweep, resolve_target, run_benchmark
+    >>> target = resolve_target(variant="s", backend="torch", threads=2)
+    >>> report = run_benchmark(target, expand_sweep([1, 8], [(224, 224)]), TimingConfig(duration_s=1))
+    >>> print(report.to_markdown())
+
+Library layout: ``stats`` (pure numbers), ``timing`` (the loop), ``targets``
+(what to run and the checks before running it), ``report`` (results and files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .report import BenchReport, CaseResult, machine_info, plot_report, summarize_case, versions, write_text
+from .stats import DEFAULT_PERCENTILES, PerfWarning, TimeStats, parse_percentiles
+from .targets import (
+    BACKENDS,
+    BenchTarget,
+    BenchUsageError,
+    check_cases,
+    check_environment,
+    macs_per_image,
+    open_runners,
+    plot_available,
+    resolve_target,
+)
+from .timing import Case, RawTimings, TimingConfig, expand_sweep, time_case
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_PERCENTILES",
+    "BenchReport",
+    "BenchTarget",
+    "BenchUsageError",
+    "Case",
+    "CaseResult",
+    "PerfWarning",
+    "RawTimings",
+    "TimeStats",
+    "TimingConfig",
+    "check_cases",
+    "check_environment",
+    "expand_sweep",
+    "machine_info",
+    "macs_per_image",
+    "open_runners",
+    "parse_percentiles",
+    "plot_available",
+    "plot_report",
+    "prepare",
+    "resolve_target",
+    "run_benchmark",
+    "summarize_case",
+    "time_case",
+    "versions",
+    "write_text",
+]
+
+#: progress(case_index, case, fraction_of_that_case_done)
+Progress = Callable[[int, Case, float], None]
+
+_ENQUEUE_HINTS = {
+    "tensorrt": "try --cuda-graph",
+    "torch": "try a larger --batch or --compile",
+    "onnxruntime": "try a larger --batch",
+}
+
+
+def prepare(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
+    """All checks that come before any work: shapes against the model file (``BenchUsageError``),
+    then this machine's runtimes (``BackendUnavailable``). Returns the completed target."""
+    target = check_cases(target, cases)
+    check_environment(target)
+    return target
+
+
+def run_benchmark(
+    target: BenchTarget,
+    cases: Sequence[Case],
+    timing: TimingConfig,
+    *,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    peak_tflops: float | None = None,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """Open ``target``'s runner(s) once and time every case; returns the report (nothing printed)."""
+    report = BenchReport(
+        machine=machine_info(target.device),
+        versions=versions(),
+        settings={
+            "target": target.to_dict(),
+            "timing": timing.to_dict(),
+            "percentiles": list(percentiles),
+            "peak_tflops": peak_tflops,
+        },
+    )
+    with open_runners(target) as runners:
+        first = runners[0]
+        features = first.output_names[:1] == ["f1"]
+        precision = target.precision or getattr(first, "precision", None)
+        for index, case in enumerate(cases):
+            def report_progress(fraction: float, index: int = index, case: Case = case) -> None:
+                if progress is not None:
+                    progress(index, case, fraction)
+
+            raw = time_case(runners, case.shape, timing, progress=report_progress)
+            macs = macs_per_image(target.variant, case.height, case.width, features) if target.variant else None
+            report.results.append(
+                summarize_case(
+                    raw,
+                    case,
+                    runner=first.name,
+                    backend=target.backend,
+                    variant=target.variant,
+                    device=target.device,
+                    precision=precision,
+                    macs_per_image=macs,
+                    percentiles=percentiles,
+                    peak_tflops=peak_tflops,
+                    enqueue_hint=_ENQUEUE_HINTS.get(target.backend, "try a larger --batch"),
+                )
+            )
+    return report

@@ -1,0 +1,204 @@
+"""The sidecar ``<engine>.json`` that describes a TensorRT plan file.
+
+The plan itself stays a plain TensorRT plan (no header of ours), so trtexec,
+Triton and the C++ sample read it as is. Everything we know about how it was
+built lives next to it: TensorRT and GPU it was built with, precision, model,
+profiles, ONNX hash and build options.
+
+Engines are not portable across GPU models or TensorRT versions. The documented
+exceptions are hardware-compatible engines (``ampere+``: any GPU of compute
+capability >= 8.0; ``same-cc``: any GPU of the same compute capability) and
+version-compatible engines (later TensorRT of the same major version, and
+TensorRT 10 -> 11).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import DeployError
+from .profiles import ShapeProfile
+from .version import parse_version
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HARDWARE_COMPAT_LEVELS",
+    "EngineManifest",
+    "manifest_path",
+    "read_manifest",
+    "write_manifest",
+    "max_batch",
+    "check_compatible",
+    "atomic_write_bytes",
+    "utc_now",
+]
+
+FORMAT_VERSION = 1
+
+#: CLI spelling -> TensorRT ``HardwareCompatibilityLevel`` member
+HARDWARE_COMPAT_LEVELS = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+
+#: (built major, running major) pairs TensorRT documents for version-compatible engines
+_CROSS_MAJOR_OK = {(8, 9), (8, 10), (10, 11)}
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class EngineManifest:
+    """What one engine file is and how it was built."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    cuda_version: str
+    precision: str
+    kind: str
+    variant: str | None
+    num_classes: int | None
+    input_name: str
+    output_names: list[str]
+    profiles: list[ShapeProfile]
+    onnx_sha256: str
+    onnx_path: str
+    build_options: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=utc_now)
+    hardware_compatibility: str | None = None
+    version_compatible: bool = False
+    tool_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["profiles"] = [p.to_dict() for p in self.profiles]
+        return {"format_version": d.pop("format_version"), **d}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineManifest:
+        if not isinstance(data, dict):
+            raise ValueError("manifest is not a JSON object")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"manifest format_version {version!r} is not {FORMAT_VERSION}")
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["profiles"] = [ShapeProfile.from_dict(p) for p in data.get("profiles") or []]
+        if not kwargs["profiles"]:
+            raise ValueError("manifest lists no optimization profiles")
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            raise ValueError(str(exc)) from None
+
+
+def manifest_path(engine_path: str | os.PathLike[str]) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def read_manifest(engine_path: str | os.PathLike[str]) -> EngineManifest:
+    """The sidecar of ``engine_path``; DeployError if it is missing or unreadable."""
+    path = manifest_path(engine_path)
+    if not path.is_file():
+        raise DeployError(
+            f"{path} not found: the engine's sidecar manifest is missing "
+            "(build engines with 'convmlp-deploy build', which writes it next to the plan)"
+        )
+    try:
+        return EngineManifest.from_dict(json.loads(path.read_text()))
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise DeployError(f"{path} is not a valid engine manifest: {exc}") from None
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def manifest_bytes(manifest: EngineManifest) -> bytes:
+    return (json.dumps(manifest.to_dict(), indent=2) + "\n").encode()
+
+
+def write_manifest(manifest: EngineManifest, engine_path: str | os.PathLike[str]) -> Path:
+    """Write the sidecar of ``engine_path`` atomically; returns its path."""
+    path = manifest_path(engine_path)
+    atomic_write_bytes(path, manifest_bytes(manifest))
+    return path
+
+
+def max_batch(manifest: EngineManifest) -> int:
+    """The largest batch any of the engine's profiles accepts."""
+    return max(p.max[0] for p in manifest.profiles)
+
+
+def _cc(text: str) -> tuple[int, int]:
+    major, _, minor = str(text).partition(".")
+    try:
+        return int(major), int(minor or 0)
+    except ValueError:
+        raise DeployError(f"not a compute capability: {text!r}") from None
+
+
+def check_compatible(
+    manifest: EngineManifest, *, gpu_name: str, compute_capability: str, tensorrt_version: str
+) -> None:
+    """DeployError unless an engine described by ``manifest`` can run on this GPU and TensorRT."""
+    rebuild = "rebuild the engine here with 'convmlp-deploy build'"
+    built_cc, here_cc = _cc(manifest.compute_capability), _cc(compute_capability)
+    level = manifest.hardware_compatibility
+    if level == "ampere+":
+        if here_cc < (8, 0):
+            raise DeployError(
+                f"engine was built hardware-compatible for Ampere and newer (compute capability >= 8.0), "
+                f"but this GPU ({gpu_name}) has compute capability {compute_capability}; {rebuild}"
+            )
+    elif level == "same-cc":
+        if here_cc != built_cc:
+            raise DeployError(
+                f"engine was built for compute capability {manifest.compute_capability} "
+                f"(hardware-compatible within it), but this GPU ({gpu_name}) has {compute_capability}; {rebuild}"
+            )
+    elif level is not None:
+        raise DeployError(f"engine manifest has an unknown hardware_compatibility {level!r}")
+    elif (manifest.gpu_name, built_cc) != (gpu_name, here_cc):
+        raise DeployError(
+            f"engine was built for {manifest.gpu_name} (compute capability {manifest.compute_capability}) "
+            f"but this GPU is {gpu_name} ({compute_capability}); TensorRT engines are not portable across "
+            f"GPU models: {rebuild}, or build with --hardware-compat ampere+"
+        )
+
+    built_v, here_v = parse_version(manifest.tensorrt_version), parse_version(tensorrt_version)
+    if manifest.version_compatible:
+        same_major = built_v[0] == here_v[0]
+        if here_v < built_v or not (same_major or (built_v[0], here_v[0]) in _CROSS_MAJOR_OK):
+            raise DeployError(
+                f"engine was built version-compatible with TensorRT {manifest.tensorrt_version}; it runs on that "
+                f"version or a later one of the same major version (or 10 -> 11), not on TensorRT "
+                f"{tensorrt_version}; {rebuild}"
+            )
+    elif built_v[:3] != here_v[:3]:
+        raise DeployError(
+            f"engine was built with TensorRT {manifest.tensorrt_version} but TensorRT {tensorrt_version} is "
+            f"installed; plans only load in the TensorRT version that built them: {rebuild}, "
+            "or build with --version-compatible"
+        )

@@ -1,0 +1,281 @@
+"""The export job: PyTorch -> ONNX (FP32, FP16, features) -> simplified -> validated -> written.
+
+Every graph is checked with the full ONNX checker and against PyTorch FP32 on
+onnxruntime before it is written; artifacts are staged next to their final
+names and renamed into place only when every graph of the run passed, so a
+failed run never replaces a good artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+import convmlp
+from convmlp import PRETRAINED_CFGS, create_model
+from convmlp.profile import count_macs, count_params
+from convmlp.spec import IOSpec, io_spec
+from convmlp.weights import file_sha256, synthesize_weights
+from deploy.compare import Tolerance, ValidationReport, tolerance_for
+from deploy.runners.onnxrt import OnnxRuntimeRunner
+from deploy.validate import (
+    DEFAULT_GRID,
+    SYNTHETIC_SEED,
+    Shape,
+    compare_runner,
+    reference_cases,
+    weights_label,
+)
+
+from .artifacts import atomic_write_json, staged_path
+from .errors import ExportError
+from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
+from .onnx import EXPORTER, MIN_OPSET, export_onnx_proto, op_counts, set_metadata
+from .simplify import SimplifyResult, simplify
+
+__all__ = ["ExportConfig", "GraphResult", "ExportResult", "run_export", "artifact_paths"]
+
+
+@dataclass
+class ExportConfig:
+    """What ``convmlp-deploy export`` was asked to do."""
+
+    variant: str
+    output_dir: Path = Path("artifacts")
+    weights: Path | None = None
+    pretrained: bool = False
+    num_classes: int = 1000
+    opset: int = MIN_OPSET
+    fp16: bool = False
+    features: bool = False
+    simplifier: str = "onnxslim"
+    shapes: Sequence[Shape] = DEFAULT_GRID
+    providers: list[str] | None = None
+
+
+@dataclass
+class GraphResult:
+    """One written (or refused) graph."""
+
+    name: str  # "fp32", "fp16", "features"
+    path: Path
+    precision: str
+    simplify: SimplifyResult
+    validation: ValidationReport
+    nodes: int
+    ops: dict[str, int]
+    sha256: str = ""
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "precision": self.precision,
+            "nodes": self.nodes,
+            "ops": self.ops,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "simplification": self.simplify.to_dict(),
+            "validation": self.validation.to_dict(),
+        }
+
+
+@dataclass
+class ExportResult:
+    config: ExportConfig
+    graphs: list[GraphResult]
+    report: dict[str, Any]
+    report_path: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.validation.passed for g in self.graphs)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{g.name} graph, {f}" for g in self.graphs for f in g.validation.failures]
+
+
+def artifact_paths(variant: str, output_dir: Path) -> dict[str, Path]:
+    stem = f"convmlp_{variant}"
+    return {
+        "fp32": output_dir / f"{stem}.onnx",
+        "fp16": output_dir / f"{stem}.fp16.onnx",
+        "features": output_dir / f"{stem}.features.onnx",
+        "report": output_dir / f"{stem}.report.json",
+    }
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"convmlp-deploy": convmlp.__version__, "python": platform.python_version()}
+    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "onnxsim", "onnxconverter-common"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _metadata(cfg: ExportConfig, spec: IOSpec, precision: str, sha: str | None, label: str) -> dict[str, str]:
+    pc = PRETRAINED_CFGS[cfg.variant]
+    versions = _versions()
+    return {
+        "variant": cfg.variant,
+        "kind": spec.kind,
+        "precision": precision,
+        "num_classes": str(cfg.num_classes),
+        "input_name": spec.input_names[0],
+        "output_names": ",".join(spec.output_names),
+        "input_layout": "NCHW",
+        "input_size": json.dumps(list(pc.input_size)),
+        "mean": json.dumps(list(pc.mean)),
+        "std": json.dumps(list(pc.std)),
+        "crop_pct": str(pc.crop_pct),
+        "interpolation": pc.interpolation,
+        "checkpoint_sha256": sha or "",
+        "weights": label,
+        "exporter": EXPORTER,
+        "producer_versions": json.dumps({k: versions[k] for k in ("convmlp-deploy", "torch", "onnx") if k in versions}),
+    }
+
+
+def _check_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = staged_path(path / ".write-test")
+        probe.unlink()
+    except OSError as exc:
+        raise ExportError(f"output directory {path} is not writable ({exc.strerror or exc})") from None
+
+
+def _build_models(cfg: ExportConfig) -> tuple[torch.nn.Module, torch.nn.Module | None, str | None, str]:
+    if cfg.weights is not None:
+        model = create_model(cfg.variant, weights=cfg.weights, num_classes=cfg.num_classes)
+        label = str(cfg.weights)
+    elif cfg.pretrained:
+        model = create_model(cfg.variant, pretrained=True, num_classes=cfg.num_classes)
+        label = PRETRAINED_CFGS[cfg.variant].url
+    else:
+        model = synthesize_weights(create_model(cfg.variant, num_classes=cfg.num_classes), SYNTHETIC_SEED)
+        model.checkpoint_sha256 = None
+        label = weights_label(None)
+    model.eval()
+    features = None
+    if cfg.features:
+        features = create_model(cfg.variant, features_only=True).eval()
+        own = features.state_dict()
+        features.load_state_dict({k: v for k, v in model.state_dict().items() if k in own}, strict=True)
+    return model, features, model.checkpoint_sha256, label
+
+
+def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
+    """Export, simplify, convert, validate and (only if everything passed) write the artifacts.
+
+    Raises ``ExportError`` / ``CheckpointError`` for bad input; returns a result
+    whose ``passed`` is False when a graph failed validation (nothing written then).
+    """
+    if cfg.weights is not None and cfg.pretrained:
+        raise ExportError("give either --weights or --pretrained, not both")
+    paths = artifact_paths(cfg.variant, cfg.output_dir)
+    _check_output_dir(cfg.output_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model, features_model, sha, label = _build_models(cfg)
+    timings["load_model_s"] = time.perf_counter() - t0
+    params, macs = count_params(model), count_macs(model, 224, 224)
+
+    jobs: list[tuple[str, torch.nn.Module, IOSpec, str]] = [
+        ("fp32", model, io_spec(cfg.variant, num_classes=cfg.num_classes), "fp32")
+    ]
+    if cfg.fp16:
+        jobs.append(("fp16", model, jobs[0][2], "fp16"))
+    if features_model is not None:
+        jobs.append(("features", features_model, io_spec(cfg.variant, features=True), "fp32"))
+
+    staged: dict[str, Path] = {}
+    graphs: list[GraphResult] = []
+    refs: dict[int, list] = {}
+    simplified: dict[int, tuple[onnx.ModelProto, SimplifyResult]] = {}
+    try:
+        for name, net, spec, precision in jobs:
+            t = time.perf_counter()
+            if id(net) not in simplified:
+                proto = export_onnx_proto(net, spec, opset=cfg.opset)
+                timings[f"{name}_export_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                simplified[id(net)] = simplify(proto, spec, cfg.simplifier)
+                timings[f"{name}_simplify_s"] = time.perf_counter() - t
+            graph, simp = simplified[id(net)]
+            if precision == "fp16":
+                t = time.perf_counter()
+                graph = to_fp16(graph)
+                timings["fp16_convert_s"] = time.perf_counter() - t
+            else:
+                graph_copy = onnx.ModelProto()
+                graph_copy.CopyFrom(graph)
+                graph = graph_copy
+            set_metadata(graph, _metadata(cfg, spec, precision, sha, label))
+            onnx.checker.check_model(graph, full_check=True)
+            staged[name] = staged_path(paths[name])
+            staged[name].write_bytes(graph.SerializeToString())
+            log(f"{name}: {len(graph.graph.node)} nodes ({simp.simplifier}: {simp.reason}), validating on onnxruntime")
+
+            t = time.perf_counter()
+            if id(net) not in refs:
+                refs[id(net)] = reference_cases(net, cfg.shapes, output_names=spec.output_names)
+            tol: Tolerance = tolerance_for(precision)
+            with OnnxRuntimeRunner(staged[name], providers=cfg.providers) as runner:
+                report = compare_runner(
+                    runner, refs[id(net)], tolerance=tol, model_label=f"convmlp_{cfg.variant} {name}", weights=label
+                )
+            timings[f"{name}_validate_s"] = time.perf_counter() - t
+            graphs.append(
+                GraphResult(name, paths[name], precision, simp, report, len(graph.graph.node), op_counts(graph))
+            )
+
+        passed = all(g.validation.passed for g in graphs)
+        if passed:
+            for g in graphs:
+                g.sha256 = file_sha256(staged[g.name])
+                g.size_bytes = staged[g.name].stat().st_size
+                os.replace(staged[g.name], g.path)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    timings["total_s"] = time.perf_counter() - t0
+
+    report = {
+        "variant": cfg.variant,
+        "num_classes": cfg.num_classes,
+        "params": params,
+        "gmacs_224": round(macs / 1e9, 4),
+        "opset": cfg.opset,
+        "exporter": {"name": EXPORTER, "torch": torch.__version__},
+        "simplifier": cfg.simplifier,
+        "fp16_converter": (
+            {"name": CONVERTER, "version": converter_version(), "fp32_ops": list(FP32_OPS)} if cfg.fp16 else None
+        ),
+        "weights": label,
+        "checkpoint_sha256": sha,
+        "validation_shapes": [list(s) for s in cfg.shapes],
+        "passed": all(g.validation.passed for g in graphs),
+        "graphs": {g.name: g.to_dict() for g in graphs},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "versions": _versions(),
+    }
+    result = ExportResult(cfg, graphs, report, None, timings)
+    if result.passed:
+        result.report_path = atomic_write_json(report, paths["report"])
+    return result

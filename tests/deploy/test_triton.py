@@ -1,0 +1,223 @@
+"""Triton repository entries: configs parse with Triton's own schema and match the model file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from convmlp.spec import io_spec
+from deploy.validate import reference_model
+from export.onnx import export_onnx, set_metadata
+
+model_config_pb2 = pytest.importorskip(
+    "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] (test extra) is not installed"
+)
+text_format = pytest.importorskip("google.protobuf.text_format")
+
+_ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
+
+
+def _parse(path: Path):
+    cfg = model_config_pb2.ModelConfig()
+    text_format.Parse(path.read_text(), cfg)  # raises on any field Triton does not know
+    return cfg
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export(path: Path, *, features: bool, meta: dict[str, str] | None = None) -> Path:
+    spec = io_spec("s", features=features)
+    export_onnx(reference_model("s", features=features), spec, path)
+    proto = onnx.load(str(path))
+    set_metadata(proto, meta or {"variant": "s", "kind": spec.kind, "precision": "fp32",
+                                 **({} if features else {"num_classes": "1000"})})
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("onnx")
+    return {
+        "classifier": _export(d / "s.onnx", features=False),
+        "features": _export(d / "s_features.onnx", features=True),
+    }
+
+
+def _engine(tmp_path: Path, *, kind: str = "classifier", max_b: int = 32, opt_b: int = 8) -> Path:
+    plan = tmp_path / f"s_{kind}.engine"
+    plan.write_bytes(b"not a real plan, only copied " + kind.encode())
+    outputs = ["logits"] if kind == "classifier" else ["f1", "f2", "f3", "f4"]
+    sidecar = {
+        "format_version": 1, "tensorrt_version": "10.8.0.43", "gpu_name": "NVIDIA H100 80GB HBM3",
+        "compute_capability": "9.0", "cuda_version": "12.8", "precision": "fp16", "kind": kind,
+        "variant": "s", "num_classes": 1000 if kind == "classifier" else None, "input_name": "input",
+        "output_names": outputs,
+        "profiles": [{"min": [1, 3, 128, 128], "opt": [opt_b, 3, 224, 224], "max": [max_b, 3, 1024, 1024]}],
+        "onnx_sha256": "0" * 64, "onnx_path": "s.onnx", "build_options": {}, "created": "2025-01-01T00:00:00+00:00",
+        "hardware_compatibility": None, "version_compatible": False, "tool_version": "0.1.0",
+    }
+    (tmp_path / (plan.name + ".json")).write_text(json.dumps(sidecar))
+    return plan
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["triton", *map(str, args)])
+
+
+def _graph_io(path: Path) -> tuple[list, list]:
+    g = onnx.load(str(path)).graph
+
+    def conv(vi):
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+        return vi.name, _ONNX_TO_TRITON[vi.type.tensor_type.elem_type], dims[1:]
+
+    return [conv(i) for i in g.input], [conv(o) for o in g.output]
+
+
+# --------------------------------------------------------------------------- ONNX entries
+
+
+@pytest.mark.parametrize("kind", ["classifier", "features"])
+def test_onnx_entry_matches_graph(onnx_models, tmp_path: Path, kind: str) -> None:
+    src = onnx_models[kind]
+    repo = tmp_path / "repo"
+    res = _run("--onnx", src, "--repository", repo, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    name = "convmlp_s_onnx" if kind == "classifier" else "convmlp_s_features_onnx"
+    assert out["model_name"] == name
+    entry = repo / name
+    cfg = _parse(entry / "config.pbtxt")
+    assert cfg.name == name and cfg.platform == "onnxruntime_onnx"
+    assert cfg.max_batch_size == 32
+    assert _sha(entry / "1" / "model.onnx") == _sha(src)
+    inputs, outputs = _graph_io(entry / "1" / "model.onnx")
+    got_in = [(t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in cfg.input]
+    got_out = [(t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in cfg.output]
+    assert got_in == inputs == [("input", "TYPE_FP32", [3, -1, -1])]
+    assert got_out == outputs
+    if kind == "classifier":
+        assert got_out == [("logits", "TYPE_FP32", [1000])]
+    else:
+        assert [o[0] for o in got_out] == ["f1", "f2", "f3", "f4"]
+        assert [o[2] for o in got_out] == [[c.dims[1], -1, -1] for c in io_spec("s", features=True).outputs]
+    assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in cfg.instance_group] == [
+        (1, "KIND_GPU")
+    ]
+    assert cfg.HasField("dynamic_batching")
+
+
+def test_onnx_options_and_rewrite(onnx_models, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    res = _run("--onnx", onnx_models["classifier"], "--repository", repo, "--model-name", "cls",
+               "--max-batch-size", "16", "--instances", "3", "--preferred-batch-sizes", "4", "16", "8")
+    assert res.exit_code == 0, res.output
+    cfg = _parse(repo / "cls" / "config.pbtxt")
+    assert cfg.max_batch_size == 16 and cfg.instance_group[0].count == 3
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    res = _run("--onnx", onnx_models["classifier"], "--repository", repo, "--model-name", "cls",
+               "--no-dynamic-batching")
+    assert res.exit_code == 0, res.output
+    assert not _parse(repo / "cls" / "config.pbtxt").HasField("dynamic_batching")
+    assert sorted(p.name for p in (repo / "cls").rglob("*")) == ["1", "config.pbtxt", "model.onnx"]
+
+
+def test_onnx_metadata_contradicting_graph(onnx_models, tmp_path: Path) -> None:
+    src = tmp_path / "bad.onnx"
+    proto = onnx.load(str(onnx_models["classifier"]))
+    set_metadata(proto, {"num_classes": "10"})
+    onnx.save(proto, str(src))
+    res = _run("--onnx", src, "--repository", tmp_path / "repo")
+    assert res.exit_code == 1
+    assert "num_classes=10" in res.output and res.output.count("\n") == 1
+    assert not (tmp_path / "repo" / "convmlp_s_onnx").exists()
+
+
+# --------------------------------------------------------------------------- engine entries
+
+
+def test_engine_entry_from_sidecar(tmp_path: Path) -> None:
+    plan = _engine(tmp_path)
+    repo = tmp_path / "repo"
+    res = _run("--engine", plan, "--repository", repo)
+    assert res.exit_code == 0, res.output
+    entry = repo / "convmlp_s_trt"
+    cfg = _parse(entry / "config.pbtxt")
+    assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 32
+    assert (entry / "1" / "model.plan").read_bytes() == plan.read_bytes()
+    assert [(t.name, list(t.dims)) for t in cfg.input] == [("input", [3, -1, -1])]
+    assert [(t.name, list(t.dims)) for t in cfg.output] == [("logits", [1000])]
+    # default preferred sizes: the profile's opt batch and the max batch
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 32]
+    assert "TensorRT 10.8.0.43" in (entry / "config.pbtxt").read_text()
+
+
+def test_features_engine_dims_from_spec(tmp_path: Path) -> None:
+    plan = _engine(tmp_path, kind="features", max_b=4, opt_b=2)
+    res = _run("--engine", plan, "--repository", tmp_path / "repo", "--instances", "2")
+    assert res.exit_code == 0, res.output
+    cfg = _parse(tmp_path / "repo" / "convmlp_s_features_trt" / "config.pbtxt")
+    chans = {t.name: t.dims[1] for t in io_spec("s", features=True).outputs}
+    assert [(t.name, list(t.dims)) for t in cfg.output] == [(n, [c, -1, -1]) for n, c in chans.items()]
+    assert cfg.max_batch_size == 4 and cfg.instance_group[0].count == 2
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_max_batch_above_engine_is_refused(tmp_path: Path) -> None:
+    res = _run("--engine", _engine(tmp_path), "--repository", tmp_path / "repo", "--max-batch-size", "64")
+    assert res.exit_code == 2
+    assert "above the engine's largest profile batch (32)" in res.output
+    assert not (tmp_path / "repo" / "convmlp_s_trt").exists()
+
+
+def test_preferred_above_max_batch_is_refused(tmp_path: Path) -> None:
+    res = _run("--engine", _engine(tmp_path), "--repository", tmp_path / "repo",
+               "--max-batch-size", "16", "--preferred-batch-sizes", "8", "32")
+    assert res.exit_code == 2 and "preferred batch size(s) 32 not in 1..16" in res.output
+
+
+def test_bad_paths(tmp_path: Path) -> None:
+    plan = _engine(tmp_path)
+    res = _run("--engine", tmp_path / "missing.engine", "--repository", tmp_path / "repo")
+    assert res.exit_code == 2 and "does not exist" in res.output
+    a_file = tmp_path / "repo.txt"
+    a_file.write_text("x")
+    res = _run("--engine", plan, "--repository", a_file)
+    assert res.exit_code == 2 and "is a file" in res.output
+    res = _run("--repository", tmp_path / "repo")
+    assert res.exit_code == 2 and "exactly one of --engine or --onnx" in res.output
+    (tmp_path / "bare.engine").write_bytes(b"x")
+    res = _run("--engine", tmp_path / "bare.engine", "--repository", tmp_path / "repo")
+    assert res.exit_code == 1 and "sidecar" in res.output and "Traceback" not in res.output
+
+
+def test_failed_copy_keeps_existing_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    plan = _engine(tmp_path)
+    assert _run("--engine", plan, "--repository", repo, "--max-batch-size", "32").exit_code == 0
+    entry = repo / "convmlp_s_trt"
+    before = {p: p.read_bytes() for p in entry.rglob("*") if p.is_file()}
+
+    import deploy.triton as triton_mod
+
+    def broken_copy(src, dst, *a, **k):
+        Path(dst).write_bytes(b"half")
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(triton_mod.shutil, "copyfile", broken_copy)
+    res = _run("--engine", plan, "--repository", repo, "--max-batch-size", "16")
+    assert res.exit_code == 1 and "No space left on device" in res.output
+    after = {p: p.read_bytes() for p in entry.rglob("*") if p.is_file()}
+    assert after == before  # same files, same bytes, no temp files left
+    assert _parse(entry / "config.pbtxt").max_batch_size == 32

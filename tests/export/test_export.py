@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from convmlp.spec import io_spec
+from deploy.validate import reference_model
+from export import pipeline
+from export.onnx import dynamic_dims, export_onnx_proto, get_metadata
+from export.pipeline import ExportConfig, run_export
+from export.simplify import simplify
+
+SMALL_GRID = ((1, 3, 64, 64), (2, 3, 97, 131))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """``convmlp-deploy export --variant s --fp16 --features`` once, as a user runs it."""
+    out = tmp_path_factory.mktemp("artifacts")
+    res = CliRunner().invoke(
+        cli.main, ["export", "-v", "s", "--fp16", "--features", "-o", str(out)], catch_exceptions=False
+    )
+    assert res.exit_code == 0, res.output
+    assert "PASSED" in res.output
+    return out
+
+
+def test_writes_three_graphs_and_report(exported):
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == ["convmlp_s.features.onnx", "convmlp_s.fp16.onnx", "convmlp_s.onnx", "convmlp_s.report.json"]
+    report = json.loads((exported / "convmlp_s.report.json").read_text())
+    assert report["passed"] is True and report["variant"] == "s" and report["opset"] == 17
+    assert round(report["params"] / 1e6, 1) == 9.0 and round(report["gmacs_224"], 1) == 2.4
+    for name in ("fp32", "fp16", "features"):
+        g = report["graphs"][name]
+        assert g["validation"]["passed"] and len(g["validation"]["cases"]) == 5
+        assert g["simplification"]["nodes_after"] <= g["simplification"]["nodes_before"]
+    shapes = [c["shape"] for c in report["graphs"]["fp32"]["validation"]["cases"]]
+    assert [1, 3, 224, 224] in shapes and [3, 3, 97, 131] in shapes and [1, 3, 512, 512] in shapes
+    assert report["graphs"]["fp16"]["validation"]["tolerance"]["max_rel_l2"] == 3e-3
+    assert report["exporter"]["torch"] == torch.__version__
+
+
+def test_graph_contract(exported):
+    proto = onnx.load(str(exported / "convmlp_s.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    dims = dynamic_dims(proto)
+    assert dims == {"input": ["batch", 3, "height", "width"], "logits": ["batch", 1000]}
+    ops = [n.op_type for n in proto.graph.node]
+    n_ln = sum(isinstance(m, torch.nn.LayerNorm) for m in reference_model("s").modules())
+    assert ops.count("LayerNormalization") == n_ln  # one node per LayerNorm, never decomposed
+    assert "ReduceMean" in ops or "GlobalAveragePool" in ops
+    meta = get_metadata(proto)
+    assert meta["variant"] == "s" and meta["num_classes"] == "1000" and meta["kind"] == "classifier"
+    assert json.loads(meta["mean"]) == [0.485, 0.456, 0.406] and meta["input_layout"] == "NCHW"
+    assert meta["weights"] == "synthetic(seed=0)" and "torch" in json.loads(meta["producer_versions"])
+
+
+def _ort(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 65, 250), (1, 3, 333, 47), (4, 3, 32, 32)])
+def test_runs_at_sizes_nobody_tested(exported, shape):
+    model = reference_model("s")
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    (out,) = _ort(exported / "convmlp_s.onnx", x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 1e-5
+
+
+def test_fp16_graph_is_mixed_precision_with_float32_io(exported):
+    proto = onnx.load(str(exported / "convmlp_s.fp16.onnx"))
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert [i.type.tensor_type.elem_type for i in proto.graph.input] == [f32]
+    assert [o.type.tensor_type.elem_type for o in proto.graph.output] == [f32]
+    inits = {i.name: i.data_type for i in proto.graph.initializer}
+    big = [n for n, t in inits.items() if t == f16]
+    assert len(big) > 50  # conv and linear weights went to FP16
+    # every LayerNormalization runs in FP32: its scale/bias initializers are float32
+    for node in proto.graph.node:
+        if node.op_type == "LayerNormalization":
+            assert inits[node.input[1]] == f32 and inits[node.input[2]] == f32
+    assert get_metadata(proto)["precision"] == "fp16"
+    x = np.random.default_rng(2).standard_normal((2, 3, 96, 160)).astype(np.float32)
+    (out16,) = _ort(exported / "convmlp_s.fp16.onnx", x)
+    (out32,) = _ort(exported / "convmlp_s.onnx", x)
+    assert out16.dtype == np.float32
+    rel = np.linalg.norm(out16 - out32) / np.linalg.norm(out32)
+    assert 1e-6 < rel < 3e-3  # really reduced precision, and still close
+    assert (out16.argmax(1) == out32.argmax(1)).all()
+
+
+def test_features_graph(exported):
+    proto = onnx.load(str(exported / "convmlp_s.features.onnx"))
+    dims = dynamic_dims(proto)
+    assert [o.name for o in proto.graph.output] == ["f1", "f2", "f3", "f4"]
+    assert all(isinstance(d, str) for d in dims["f3"][2:])
+    x = np.random.default_rng(3).standard_normal((1, 3, 97, 131)).astype(np.float32)
+    outs = _ort(exported / "convmlp_s.features.onnx", x)
+    assert [o.shape for o in outs] == [(1, 64, 25, 33), (1, 128, 13, 17), (1, 256, 7, 9), (1, 512, 4, 5)]
+
+
+def test_validate_command_on_written_graphs(exported):
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.fp16.onnx"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["passed"] and data["tolerance"]["precision"] == "fp16"
+    assert all(c["outputs"][0]["top1"] == 1.0 for c in data["cases"])
+
+
+def test_validate_catches_a_wrong_graph(exported, tmp_path):
+    """A graph from other weights must fail validation with exit 3 and name the case."""
+    wrong = reference_model("s", seed=1)
+    proto = export_onnx_proto(wrong, io_spec("s"))
+    meta = {p.key: p.value for p in onnx.load(str(exported / "convmlp_s.onnx")).metadata_props}
+    proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in meta.items())
+    path = tmp_path / "wrong.onnx"
+    onnx.save(proto, str(path))
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(path)])
+    assert res.exit_code == 3
+    assert "relative error" in res.output and "1x3x224x224" in res.output
+
+
+def test_validate_bad_files(tmp_path, exported):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01garbage")
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(junk)])
+    assert res.exit_code == 1 and "not an ONNX model" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.onnx"), "-v", "l"])
+    assert res.exit_code == 1 and "is ConvMLP-S, not ConvMLP-L" in res.output
+
+
+def test_failed_validation_replaces_nothing(exported, tmp_path, monkeypatch):
+    out = tmp_path / "art"
+    out.mkdir()
+    good = out / "convmlp_s.onnx"
+    good.write_bytes((exported / "convmlp_s.onnx").read_bytes())
+    before = good.read_bytes()
+    from deploy.compare import Tolerance
+
+    monkeypatch.setattr(pipeline, "tolerance_for", lambda p: Tolerance(p, 0.0, True))
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(out)])
+    assert res.exit_code == 3 and "nothing written" in res.output
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["convmlp_s.onnx"]  # no temp files left
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(blocker / "sub")])
+    assert res.exit_code == 1 and "not writable" in res.output and res.output.count("\n") == 1
+
+
+def test_simplifier_guard_rejects_growth_and_lost_dynamic_dims(monkeypatch):
+    spec = io_spec("s")
+    proto = export_onnx_proto(reference_model("s"), spec)
+    n = len(proto.graph.node)
+
+    def grow(name, p):
+        out = onnx.ModelProto()
+        out.CopyFrom(p)
+        out.graph.node.extend([onnx.helper.make_node("Identity", ["logits"], ["unused"])])
+        return out
+
+    monkeypatch.setattr("export.simplify._run", grow)
+    kept, res = simplify(proto, spec, "onnxslim")
+    assert kept is proto and not res.accepted and "grew" in res.reason and res.nodes_after == n + 1
+
+    def fix_batch(name, p):
+        out = onnx.ModelProto()
+        out.CopyFrom(p)
+        out.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+        return out
+
+    monkeypatch.setattr("export.simplify._run", fix_batch)
+    kept, res = simplify(proto, spec, "onnxslim")
+    assert kept is proto and not res.accepted and "not dynamic" in res.reason
+
+
+def test_onnxsim_is_guarded_too():
+    pytest.importorskip("onnxsim")
+    spec = io_spec("s")
+    proto = export_onnx_proto(reference_model("s"), spec)
+    kept, res = simplify(proto, spec, "onnxsim")
+    assert res.simplifier == "onnxsim" and res.version
+    assert len(kept.graph.node) <= len(proto.graph.node)
+    assert res.accepted == (res.nodes_after <= res.nodes_before)
+
+
+def test_library_export_with_checkpoint_records_sha(make_checkpoint, tmp_path):
+    ckpt = make_checkpoint("s", wrap="state_dict", seed=9)
+    result = run_export(ExportConfig("s", output_dir=tmp_path, weights=ckpt, shapes=SMALL_GRID, simplifier="none"))
+    assert result.passed
+    meta = get_metadata(onnx.load(str(tmp_path / "convmlp_s.onnx")))
+    from convmlp.weights import file_sha256
+
+    assert meta["checkpoint_sha256"] == file_sha256(ckpt)
+    # validate without the checkpoint is refused with a hint, with it passes
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(tmp_path / "convmlp_s.onnx")])
+    assert res.exit_code == 1 and "pass it with --weights" in res.output
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(tmp_path / "convmlp_s.onnx"), "--weights", str(ckpt)])
+    assert res.exit_code == 0, res.output
