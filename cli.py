@@ -411,7 +411,7 @@ def predict(
     resolution: Any,
     as_json: bool,
 ) -> None:
-    """Top-k ImageNet classes of each IMAGE with softmax probabilities.
+    """Top-k classes of each IMAGE with softmax probabilities.
 
     Any backend: --engine (TensorRT), --onnx (onnxruntime) or --variant (PyTorch).
     Images and options may come in any order. An image that cannot be read is

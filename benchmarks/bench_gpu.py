@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
             torch.cuda.empty_cache()
 
-    per_case = timing.warmup_s + timing.duration_s + 0.5
+    per_case = timing.warmup_s + args.duration_s + 0.5
     for label, opts in TORCH_CONFIGS[:2]:
         for v in args.variants:
             run(resolve_target(variant=v, backend="torch", device="cuda", **opts), list(CASES), f"torch {label} {v}")

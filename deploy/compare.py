@@ -77,7 +77,7 @@ def _metrics(name: str, ref: np.ndarray, out: np.ndarray, classify: bool) -> Out
         k = min(5, ref.shape[1])
         m.top1 = float((ref.argmax(axis=1) == out.argmax(axis=1)).mean())
         r5, o5 = _topk(ref, k), _topk(out, k)
-        m.top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(r5, o5)]))
+        m.top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(r5, o5, strict=True)]))
     if not np.isfinite(out64).all():
         m.rel_l2 = float("inf")
     return m

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from convmlp import __version__
 from convmlp.spec import io_spec
 
+from .artifacts import stage_bytes, stage_copy
 from .errors import DeployError
 
 __all__ = [
@@ -396,28 +396,6 @@ def render_config(facts: ModelFacts, opts: TritonOptions) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def _copy_to_temp(src: Path, folder: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def _text_to_temp(text: str, folder: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
 def write_model_entry(facts: ModelFacts, opts: TritonOptions, repository: str | os.PathLike[str]) -> ModelEntry:
     """Write ``repository/NAME/config.pbtxt`` and ``repository/NAME/1/<model file>``.
 
@@ -444,8 +422,8 @@ def write_model_entry(facts: ModelFacts, opts: TritonOptions, repository: str | 
             if not src.is_file():
                 raise DeployError(f"{src}: file not found (needed by {facts.path.name})")
             dst.parent.mkdir(parents=True, exist_ok=True)
-            staged.append((_copy_to_temp(src, dst.parent, dst.name), dst))
-        staged.append((_text_to_temp(config_text, entry, "config.pbtxt"), entry / "config.pbtxt"))
+            staged.append((stage_copy(src, dst), dst))
+        staged.append((stage_bytes(config_text.encode(), entry / "config.pbtxt"), entry / "config.pbtxt"))
         for tmp, dst in staged:
             os.replace(tmp, dst)
         done = True

@@ -64,11 +64,11 @@ def export_onnx_proto(
 
 def export_onnx(model: nn.Module, spec: IOSpec, path: Path, *, opset: int = MIN_OPSET) -> Path:
     """Export ``model`` to ``path`` (written atomically, checked with the full ONNX checker)."""
-    from .artifacts import atomic_save_onnx
-
     proto = export_onnx_proto(model, spec, opset=opset)
     onnx.checker.check_model(proto, full_check=True)
-    return atomic_save_onnx(proto, Path(path))
+    from deploy.artifacts import atomic_write_bytes
+
+    return atomic_write_bytes(path, proto.SerializeToString())
 
 
 def dynamic_dims(proto: onnx.ModelProto) -> dict[str, list[int | str]]:

@@ -25,6 +25,7 @@ from convmlp import PRETRAINED_CFGS, create_model
 from convmlp.profile import count_macs, count_params
 from convmlp.spec import IOSpec, io_spec
 from convmlp.weights import file_sha256, synthesize_weights
+from deploy.artifacts import atomic_write_json, staged_path
 from deploy.compare import Tolerance, ValidationReport, tolerance_for
 from deploy.runners.onnxrt import OnnxRuntimeRunner
 from deploy.validate import (
@@ -36,7 +37,6 @@ from deploy.validate import (
     weights_label,
 )
 
-from .artifacts import atomic_write_json, staged_path
 from .errors import ExportError
 from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
 from .onnx import EXPORTER, MIN_OPSET, export_onnx_proto, op_counts, set_metadata
@@ -277,5 +277,5 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     }
     result = ExportResult(cfg, graphs, report, None, timings)
     if result.passed:
-        result.report_path = atomic_write_json(report, paths["report"])
+        result.report_path = atomic_write_json(paths["report"], report)
     return result

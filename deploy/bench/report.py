@@ -9,12 +9,12 @@ import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import atomic_write_bytes, staged_path
 from ..errors import BackendUnavailable, DeployError
 from .stats import (
     PerfWarning,
@@ -374,7 +374,6 @@ def _cell(value: Any) -> str:
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` atomically (temp file in the same folder, then rename)."""
-    from ..trt.manifest import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
     return Path(path)
@@ -406,9 +405,7 @@ def plot_report(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     fig.suptitle(machine_line(report.machine, report.versions), fontsize="small")
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".png", dir=target.parent)
-    os.close(fd)
+    tmp = staged_path(target, suffix=target.suffix or ".png")
     try:
         fig.savefig(tmp, dpi=120)
         os.replace(tmp, target)

@@ -273,7 +273,7 @@ def _make_runner(target: BenchTarget) -> Runner:
         return OnnxRuntimeRunner(target.onnx or "", providers=[target.device], threads=target.threads)
     from ..runners.tensorrt import TensorRTRunner  # needs TensorRT: imported only here
 
-    return TensorRTRunner(target.engine, cuda_graph=target.cuda_graph)
+    return TensorRTRunner(target.engine or "", cuda_graph=target.cuda_graph)
 
 
 @contextmanager

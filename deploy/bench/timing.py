@@ -199,7 +199,7 @@ class _Round:
             ev[4].synchronize()
             out.append((r, ev, enqueue))
         host = (self.clock() - t0) * 1e3
-        rows = []
+        rows: list[tuple[float, ...]] = []
         for _, ev, enqueue in out:
             h2d = ev[0].elapsed_time(ev[1])
             compute = ev[1].elapsed_time(ev[2])

@@ -66,7 +66,7 @@ class Runner(ABC):
     def activate(self) -> None:
         """Load the model / create the session."""
 
-    def deactivate(self) -> None:
+    def deactivate(self) -> None:  # noqa: B027 - optional hook
         """Release what ``activate`` took."""
 
     # -- metadata ----------------------------------------------------------------
@@ -88,7 +88,7 @@ class Runner(ABC):
     def run(self, handle: Any) -> None:
         """Launch inference on a loaded input (may return before it finishes)."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - optional hook
         """Wait for launched work (no-op for host-synchronous backends)."""
 
     @abstractmethod

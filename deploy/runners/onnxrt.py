@@ -121,4 +121,4 @@ class OnnxRuntimeRunner(Runner):
             raise DeployError(f"onnxruntime failed on input {list(handle.shape)}: {first[:200]}") from None
 
     def fetch(self) -> dict[str, np.ndarray]:
-        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, self._out)}
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, self._out, strict=True)}

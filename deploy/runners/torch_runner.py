@@ -73,5 +73,5 @@ class TorchRunner(Runner):
 
     def fetch(self) -> dict[str, np.ndarray]:
         return {
-            name: t.detach().float().cpu().numpy() for name, t in zip(self._output_names, self._out)
+            name: t.detach().float().cpu().numpy() for name, t in zip(self._output_names, self._out, strict=True)
         }

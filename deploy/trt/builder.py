@@ -11,7 +11,6 @@ without TensorRT.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from convmlp.spec import INPUT_NAME
 
+from ..artifacts import atomic_write_bytes, stage_bytes
 from ..errors import DeployError
 from .manifest import (
     HARDWARE_COMPAT_LEVELS,
     EngineManifest,
-    atomic_write_bytes,
     manifest_bytes,
     manifest_path,
 )
@@ -323,7 +322,7 @@ def build_engine(
     side = manifest_path(out)
     # Both files go to temp names first; the pair replaces the old one only when both are written.
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_side = _temp_copy(side, manifest_bytes(manifest))
+    tmp_side = stage_bytes(manifest_bytes(manifest), side)
     try:
         atomic_write_bytes(out, data)
         os.replace(tmp_side, side)
@@ -333,10 +332,3 @@ def build_engine(
     if cache_path is not None:
         atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     return BuildResult(out, side, manifest, seconds, len(data), cache_path, messages.lines)
-
-
-def _temp_copy(target: Path, data: bytes) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    return tmp

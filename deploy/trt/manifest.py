@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import atomic_write_bytes
 from ..errors import DeployError
 from .profiles import ShapeProfile
 from .version import parse_version
@@ -35,7 +35,6 @@ __all__ = [
     "write_manifest",
     "max_batch",
     "check_compatible",
-    "atomic_write_bytes",
     "utc_now",
 ]
 
@@ -117,22 +116,6 @@ def read_manifest(engine_path: str | os.PathLike[str]) -> EngineManifest:
         return EngineManifest.from_dict(json.loads(path.read_text()))
     except (ValueError, json.JSONDecodeError) as exc:
         raise DeployError(f"{path} is not a valid engine manifest: {exc}") from None
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def manifest_bytes(manifest: EngineManifest) -> bytes:
