@@ -91,8 +91,7 @@ def markdown(report: BenchReport, rows: list[dict[str, Any]], threads: int) -> s
             f"| {f(r['ort_speedup'], '.2f')}x |"
         )
     out += ["", "All cases:", "", report.markdown_table(), ""]
-    notes = [f"- {r.runner} {r.variant} b{r.batch} {r.height}x{r.width}: {w.message}"
-             for r in report.results for w in r.warnings]
+    notes = report.warning_lines()
     if notes:
         out += ["Warnings:", "", *notes, ""]
     return "\n".join(out)

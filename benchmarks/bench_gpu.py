@@ -144,8 +144,7 @@ def markdown(report: BenchReport, peaks: dict[str, float], notes: list[str]) -> 
     ]
     if notes:
         out += ["Missing or skipped rows:", "", *[f"- {n}" for n in notes], ""]
-    warns = [f"- {r.runner} {r.variant} b{r.batch} {r.height}x{r.width}: {w.message}"
-             for r in report.results for w in r.warnings]
+    warns = report.warning_lines()
     if warns:
         out += ["Warnings:", "", *warns, ""]
     return "\n".join(out)

@@ -234,7 +234,8 @@ def validate_engine(
         "variant": manifest.variant or "",
         "num_classes": str(manifest.num_classes or 1000),
         "kind": manifest.kind,
-        "checkpoint_sha256": "",
+        "checkpoint_sha256": manifest.checkpoint_sha256,
+        "weights": "the checkpoint of its ONNX graph",
     }
     v, num_classes, features = _resolve(meta, variant, weights, path)
     model = reference_model(v, weights, features=features, num_classes=num_classes)

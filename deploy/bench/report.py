@@ -332,6 +332,14 @@ class BenchReport:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         return buf.getvalue()
 
+    def warning_lines(self) -> list[str]:
+        """One markdown bullet per warning of every case."""
+        return [
+            f"- {r.runner} {r.variant} b{r.batch} {r.height}x{r.width}: {w.message}"
+            for r in self.results
+            for w in r.warnings
+        ]
+
     def markdown_table(self, columns: Sequence[tuple[str, str]] | None = None) -> str:
         """The results as a GitHub markdown table."""
         cols = list(columns or self.columns())

@@ -318,6 +318,7 @@ def build_engine(
         hardware_compatibility=options.hardware_compat,
         version_compatible=options.version_compatible,
         tool_version=__version__,
+        checkpoint_sha256=info.metadata.get("checkpoint_sha256", ""),
     )
     side = manifest_path(out)
     # Both files go to temp names first; the pair replaces the old one only when both are written.

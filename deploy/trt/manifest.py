@@ -73,6 +73,8 @@ class EngineManifest:
     hardware_compatibility: str | None = None
     version_compatible: bool = False
     tool_version: str = ""
+    #: sha256 of the checkpoint the ONNX graph was exported from ("" for synthetic weights)
+    checkpoint_sha256: str = ""
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

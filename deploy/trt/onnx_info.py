@@ -7,10 +7,11 @@ fallback read from the graph itself.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from convmlp.weights import file_sha256
 
 from ..errors import DeployError
 
@@ -30,14 +31,6 @@ class OnnxInfo:
     variant: str | None
     num_classes: int | None
     metadata: dict[str, str] = field(default_factory=dict)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def inspect_onnx(path: str | os.PathLike[str]) -> OnnxInfo:

@@ -12,6 +12,13 @@ from . import reference_impl
 SHAPES = [(1, 224, 224), (2, 97, 131), (1, 32, 32), (2, 64, 200), (1, 160, 96)]
 
 
+def assert_float32_close(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    """Equal up to float32 rounding accumulated through the network, relative to the tensor's scale."""
+    scale = ref.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
 @pytest.mark.parametrize("variant", ["s", "m", "l"])
 def test_every_variant_runs_at_odd_and_non_square_sizes(variant):
     model = trained_like(variant)
@@ -30,21 +37,20 @@ def test_matches_independent_reimplementation(variant):
         x = torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(h))
         with torch.no_grad():
             ours, ref = model(x), reference_impl.forward(sd, x)
-        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
-        assert (ours - ref).abs().max() < 1e-4 * ref.abs().max()
+        assert_float32_close(ours, ref)
 
 
 def test_features_match_independent_reimplementation():
     clf = trained_like("s", seed=5)
     feats = create_model("s", features_only=True).eval()
     feats.load_state_dict({k: v for k, v in clf.state_dict().items() if not k.startswith(("norm.", "head."))})
-    x = torch.randn(2, 3, 97, 131)
+    x = torch.randn(2, 3, 97, 131, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         ours = feats(x)
         ref = reference_impl.forward(clf.state_dict(), x, features=True)
     assert len(ours) == 4
     for a, b in zip(ours, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert_float32_close(a, b)
 
 
 def test_official_state_dict_keys():
