@@ -28,3 +28,35 @@ def make_checkpoint(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture
+def make_engine(tmp_path: Path):
+    """A fake engine file (not a TensorRT plan) with a real sidecar written by ``write_manifest``.
+
+    Enough for everything that reads only the sidecar (profiles, variant, kind);
+    anything that runs the engine needs TensorRT and is a ``gpu`` test.
+    """
+    from deploy.trt.manifest import EngineManifest, write_manifest
+    from deploy.trt.profiles import ShapeProfile
+
+    def make(
+        name: str = "s.engine",
+        *,
+        kind: str = "classifier",
+        profile: tuple = ((1, 3, 128, 128), (8, 3, 224, 224), (32, 3, 1024, 1024)),
+        **fields,
+    ) -> Path:
+        plan = tmp_path / name
+        plan.write_bytes(b"not a real plan: " + name.encode())
+        defaults = dict(
+            tensorrt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
+            cuda_version="12.8", precision="fp16", kind=kind, variant="s",
+            num_classes=1000 if kind == "classifier" else None, input_name="input",
+            output_names=["logits"] if kind == "classifier" else ["f1", "f2", "f3", "f4"],
+            profiles=[ShapeProfile(*profile)], onnx_sha256="0" * 64, onnx_path="s.onnx",
+        )
+        write_manifest(EngineManifest(**{**defaults, **fields}), plan)
+        return plan
+
+    return make

@@ -69,22 +69,8 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Path:
-    from deploy.trt.manifest import EngineManifest, write_manifest
-    from deploy.trt.profiles import ShapeProfile
-
-    path = tmp_path / "s.engine"
-    path.write_bytes(b"not a plan")
-    write_manifest(
-        EngineManifest(
-            tensorrt_version="10.0.0", gpu_name="fake", compute_capability="9.0", cuda_version="12.4",
-            precision="fp16", kind="classifier", variant="s", num_classes=1000, input_name="input",
-            output_names=["logits"], profiles=[ShapeProfile((1, 3, 128, 128), (4, 3, 224, 224), (8, 3, 256, 256))],
-            onnx_sha256="0" * 64, onnx_path="s.onnx",
-        ),
-        path,
-    )
-    return path
+def engine(make_engine) -> Path:
+    return make_engine(profile=((1, 3, 128, 128), (4, 3, 224, 224), (8, 3, 256, 256)))
 
 
 @pytest.mark.parametrize(

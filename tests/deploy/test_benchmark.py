@@ -367,24 +367,9 @@ def test_contradictions_are_usage_errors(kwargs: dict[str, Any], message: str) -
 
 
 @pytest.fixture
-def fake_engine(tmp_path: Path) -> Path:
-    """An engine file (not a real plan) with a valid sidecar: batch 1..16, sides 128..256."""
-    from deploy.trt.manifest import EngineManifest, write_manifest
-    from deploy.trt.profiles import ShapeProfile
-
-    engine = tmp_path / "s.engine"
-    engine.write_bytes(b"not a plan")
-    write_manifest(
-        EngineManifest(
-            tensorrt_version="10.0.0", gpu_name="fake", compute_capability="9.0", cuda_version="12.4",
-            precision="fp16", kind="classifier", variant="s", num_classes=1000, input_name="input",
-            output_names=["logits"],
-            profiles=[ShapeProfile((1, 3, 128, 128), (8, 3, 224, 224), (16, 3, 256, 256))],
-            onnx_sha256="0" * 64, onnx_path="s.onnx",
-        ),
-        engine,
-    )
-    return engine
+def fake_engine(make_engine) -> Path:
+    """Batch 1..16, sides 128..256."""
+    return make_engine(profile=((1, 3, 128, 128), (8, 3, 224, 224), (16, 3, 256, 256)))
 
 
 def test_engine_profiles_bound_the_cases(fake_engine: Path) -> None:

@@ -155,7 +155,7 @@ def test_usage_errors(images, onnx_path: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--weights" in res.output
 
 
-def test_engine_without_tensorrt_is_one_line(images, tmp_path: Path) -> None:
+def test_engine_without_tensorrt_is_one_line(images, make_engine) -> None:
     version = pytest.importorskip("deploy.trt.version")
     from deploy.errors import BackendUnavailable
 
@@ -165,17 +165,7 @@ def test_engine_without_tensorrt_is_one_line(images, tmp_path: Path) -> None:
         pass
     else:
         pytest.skip("TensorRT is installed here: the no-TensorRT message cannot be checked")
-    plan = tmp_path / "s.engine"
-    plan.write_bytes(b"plan")
-    sidecar = {
-        "format_version": 1, "tensorrt_version": "10.8.0.43", "gpu_name": "GPU", "compute_capability": "9.0",
-        "cuda_version": "12.8", "precision": "fp16", "kind": "classifier", "variant": "s", "num_classes": 1000,
-        "input_name": "input", "output_names": ["logits"],
-        "profiles": [{"min": [1, 3, 128, 128], "opt": [8, 3, 224, 224], "max": [32, 3, 1024, 1024]}],
-        "onnx_sha256": "0" * 64, "onnx_path": "s.onnx", "build_options": {}, "created": "2025-01-01",
-        "hardware_compatibility": None, "version_compatible": False, "tool_version": "0.1.0",
-    }
-    (tmp_path / "s.engine.json").write_text(json.dumps(sidecar))
+    plan = make_engine()
     res = _run(images["rgb.jpg"], "--engine", plan)
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.strip().startswith("Error:") and res.output.strip().count("\n") == 0

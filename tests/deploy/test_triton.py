@@ -52,21 +52,14 @@ def onnx_models(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def _engine(tmp_path: Path, *, kind: str = "classifier", max_b: int = 32, opt_b: int = 8) -> Path:
-    plan = tmp_path / f"s_{kind}.engine"
-    plan.write_bytes(b"not a real plan, only copied " + kind.encode())
-    outputs = ["logits"] if kind == "classifier" else ["f1", "f2", "f3", "f4"]
-    sidecar = {
-        "format_version": 1, "tensorrt_version": "10.8.0.43", "gpu_name": "NVIDIA H100 80GB HBM3",
-        "compute_capability": "9.0", "cuda_version": "12.8", "precision": "fp16", "kind": kind,
-        "variant": "s", "num_classes": 1000 if kind == "classifier" else None, "input_name": "input",
-        "output_names": outputs,
-        "profiles": [{"min": [1, 3, 128, 128], "opt": [opt_b, 3, 224, 224], "max": [max_b, 3, 1024, 1024]}],
-        "onnx_sha256": "0" * 64, "onnx_path": "s.onnx", "build_options": {}, "created": "2025-01-01T00:00:00+00:00",
-        "hardware_compatibility": None, "version_compatible": False, "tool_version": "0.1.0",
-    }
-    (tmp_path / (plan.name + ".json")).write_text(json.dumps(sidecar))
-    return plan
+@pytest.fixture
+def engine_file(make_engine):
+    def make(*, kind: str = "classifier", max_b: int = 32, opt_b: int = 8) -> Path:
+        return make_engine(
+            f"s_{kind}.engine", kind=kind, profile=((1, 3, 128, 128), (opt_b, 3, 224, 224), (max_b, 3, 1024, 1024))
+        )
+
+    return make
 
 
 def _run(*args: str):
@@ -145,8 +138,8 @@ def test_onnx_metadata_contradicting_graph(onnx_models, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- engine entries
 
 
-def test_engine_entry_from_sidecar(tmp_path: Path) -> None:
-    plan = _engine(tmp_path)
+def test_engine_entry_from_sidecar(tmp_path: Path, engine_file) -> None:
+    plan = engine_file()
     repo = tmp_path / "repo"
     res = _run("--engine", plan, "--repository", repo)
     assert res.exit_code == 0, res.output
@@ -161,8 +154,8 @@ def test_engine_entry_from_sidecar(tmp_path: Path) -> None:
     assert "TensorRT 10.8.0.43" in (entry / "config.pbtxt").read_text()
 
 
-def test_features_engine_dims_from_spec(tmp_path: Path) -> None:
-    plan = _engine(tmp_path, kind="features", max_b=4, opt_b=2)
+def test_features_engine_dims_from_spec(tmp_path: Path, engine_file) -> None:
+    plan = engine_file(kind="features", max_b=4, opt_b=2)
     res = _run("--engine", plan, "--repository", tmp_path / "repo", "--instances", "2")
     assert res.exit_code == 0, res.output
     cfg = _parse(tmp_path / "repo" / "convmlp_s_features_trt" / "config.pbtxt")
@@ -174,21 +167,21 @@ def test_features_engine_dims_from_spec(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- refusals
 
 
-def test_max_batch_above_engine_is_refused(tmp_path: Path) -> None:
-    res = _run("--engine", _engine(tmp_path), "--repository", tmp_path / "repo", "--max-batch-size", "64")
+def test_max_batch_above_engine_is_refused(tmp_path: Path, engine_file) -> None:
+    res = _run("--engine", engine_file(), "--repository", tmp_path / "repo", "--max-batch-size", "64")
     assert res.exit_code == 2
     assert "above the engine's largest profile batch (32)" in res.output
     assert not (tmp_path / "repo" / "convmlp_s_trt").exists()
 
 
-def test_preferred_above_max_batch_is_refused(tmp_path: Path) -> None:
-    res = _run("--engine", _engine(tmp_path), "--repository", tmp_path / "repo",
+def test_preferred_above_max_batch_is_refused(tmp_path: Path, engine_file) -> None:
+    res = _run("--engine", engine_file(), "--repository", tmp_path / "repo",
                "--max-batch-size", "16", "--preferred-batch-sizes", "8", "32")
     assert res.exit_code == 2 and "preferred batch size(s) 32 not in 1..16" in res.output
 
 
-def test_bad_paths(tmp_path: Path) -> None:
-    plan = _engine(tmp_path)
+def test_bad_paths(tmp_path: Path, engine_file) -> None:
+    plan = engine_file()
     res = _run("--engine", tmp_path / "missing.engine", "--repository", tmp_path / "repo")
     assert res.exit_code == 2 and "does not exist" in res.output
     a_file = tmp_path / "repo.txt"
@@ -202,9 +195,9 @@ def test_bad_paths(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "sidecar" in res.output and "Traceback" not in res.output
 
 
-def test_failed_copy_keeps_existing_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_copy_keeps_existing_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine_file) -> None:
     repo = tmp_path / "repo"
-    plan = _engine(tmp_path)
+    plan = engine_file()
     assert _run("--engine", plan, "--repository", repo, "--max-batch-size", "32").exit_code == 0
     entry = repo / "convmlp_s_trt"
     before = {p: p.read_bytes() for p in entry.rglob("*") if p.is_file()}
