@@ -1,13 +1,21 @@
-"""CPU: PyTorch eager vs onnxruntime, FP32, ConvMLP S/M/L, the same library code as
-``convmlp-deploy benchmark``.
+"""CPU: PyTorch eager vs onnxruntime, FP32, ConvMLP S/M/L, timed interleaved, with the
+machine's matmul roofline.
 
 Cases: batch 1 x 224, batch 4 x 320, batch 1 x 512. Both runtimes get the same
-number of threads (``torch.set_num_threads`` / onnxruntime intra-op threads).
-Writes ``bench_cpu.md`` and ``bench_cpu.json`` into ``--out``; the ratio column
-is onnxruntime's speed-up in images/s over PyTorch.
+number of threads (``torch.set_num_threads`` / onnxruntime intra-op threads) and
+run the graph ``convmlp-deploy export`` ships (onnxslim-simplified, validated).
 
-    python benchmarks/bench_cpu.py --out results/              # full run, ~3 min on 2 cores
-    python benchmarks/bench_cpu.py --variants s --duration-s 0.5 --out /tmp/b   # quick check
+The two runtimes are timed in alternating rounds (``deploy.bench.interleave``),
+so a VM whose speed drifts moves both alike; the speed-up is the median over
+rounds of the per-round ratio, with its range. Before the runs the script
+measures the machine's FP32 matmul peak (the better of PyTorch and onnxruntime
+on a 2048 x 2048 matmul, same threads) and reports each runtime's share of it
+and the *ceiling*: the speed-up over PyTorch that a runtime running every MAC
+at that peak would reach. A target above the ceiling cannot be met on the
+machine by any runtime that computes the same MACs.
+
+    python benchmarks/bench_cpu.py --out results/              # full run, ~8 min on 2 cores
+    python benchmarks/bench_cpu.py --variants s --duration-s 0.5 --rounds 4 --out /tmp/b   # quick check
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.bench import (  # noqa: E402
@@ -29,66 +39,131 @@ from deploy.bench import (  # noqa: E402
     machine_info,
     prepare,
     resolve_target,
-    run_benchmark,
     versions,
     write_text,
 )
+from deploy.bench.interleave import Speedup, run_interleaved  # noqa: E402
 from deploy.bench.report import machine_line  # noqa: E402
 
 CASES = (Case(1, 224, 224), Case(4, 320, 320), Case(1, 512, 512))
+TARGET_SPEEDUP = 2.0  # the export issue's target, for batch 1 x 224 and batch 4 x 320
+TARGET_CASES = (Case(1, 224, 224), Case(4, 320, 320))
+PEAK_N = 2048
+
+
+_START = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def export_variant(variant: str, folder: Path) -> Path:
-    """FP32 ONNX of ``variant`` (synthetic weights: speed does not depend on their values)."""
-    from convmlp.spec import io_spec
-    from deploy.validate import reference_model
-    from export.onnx import export_onnx
+    """The FP32 graph ``convmlp-deploy export`` ships (simplified and validated; synthetic weights,
+    since speed does not depend on their values)."""
+    from export.pipeline import ExportConfig, artifact_paths, run_export
 
-    path = folder / f"convmlp_{variant}_fp32.onnx"
+    path = artifact_paths(variant, folder)["fp32"]
     if not path.is_file():
-        export_onnx(reference_model(variant), io_spec(variant), path, opset=17)
+        result = run_export(ExportConfig(variant=variant, output_dir=folder))
+        if not result.passed:
+            raise SystemExit(f"export of {variant} failed validation: {'; '.join(result.failures)}")
     return path
 
 
-def comparison(report: BenchReport) -> list[dict[str, Any]]:
-    """One row per (variant, case): images/s and median latency of each runtime and the ORT speed-up."""
-    by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in report.results:
-        key = (r.variant, r.batch, r.height, r.width)
-        row = by_key.setdefault(
-            key, {"variant": r.variant, "batch": r.batch, "resolution": f"{r.height}x{r.width}", "gmacs": r.gmacs}
-        )
-        row[f"{r.backend}_ips"] = r.images_per_s
-        row[f"{r.backend}_median_ms"] = r.latency.median
-        row[f"{r.backend}_cv"] = r.latency.cv
-    for row in by_key.values():
-        t, o = row.get("torch_ips"), row.get("onnxruntime_ips")
-        row["ort_speedup"] = o / t if t and o else None
-    return list(by_key.values())
+def _best_tflops(fn: Any, flops: float, repeats: int = 5, inner: int = 10) -> float:
+    fn()  # warm-up (weight packing, thread start)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return flops / best / 1e12
 
 
-def markdown(report: BenchReport, rows: list[dict[str, Any]], threads: int) -> str:
-    def f(v: Any, fmt: str = ".4g") -> str:
+def measure_cpu_peak(threads: int, n: int = PEAK_N) -> dict[str, float]:
+    """FP32 TFLOP/s of an ``n x n x n`` matmul in PyTorch and in onnxruntime (best of 5 x 10)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    flops = 2.0 * n**3
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        out = torch.empty(n, n)
+        torch_peak = _best_tflops(lambda: torch.mm(a, b, out=out), flops)
+    finally:
+        torch.set_num_threads(old)
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        [onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((n, n), np.float32)
+    ort_peak = _best_tflops(lambda: sess.run(None, {"a": x}), flops)
+    return {"torch": torch_peak, "onnxruntime": ort_peak}
+
+
+def comparison(report: BenchReport, speedups: list[Speedup], peak: float) -> list[dict[str, Any]]:
+    """One row per (variant, case): both runtimes' median latency and share of the peak, the
+    interleaved speed-up with its range, and the roofline ceiling."""
+    by_key = {(r.variant, r.batch, r.height, r.width, r.backend): r for r in report.results}
+    rows = []
+    for s in speedups:
+        key = (s.variant, s.case.batch, s.case.height, s.case.width)
+        t, o = by_key[(*key, "torch")], by_key[(*key, "onnxruntime")]
+        ideal_ms = 2.0 * (t.gmacs or 0.0) * 1e9 * s.case.batch / (peak * 1e12) * 1e3
+        rows.append({
+            "variant": s.variant, "batch": s.case.batch, "resolution": f"{s.case.height}x{s.case.width}",
+            "gmacs": t.gmacs,
+            "torch_median_ms": t.latency.median, "torch_cv": t.latency.cv, "torch_peak_pct": 100 * (t.peak_fraction or 0),
+            "ort_median_ms": o.latency.median, "ort_cv": o.latency.cv, "ort_peak_pct": 100 * (o.peak_fraction or 0),
+            "speedup": s.median, "speedup_min": s.low, "speedup_max": s.high,
+            "ideal_ms": ideal_ms, "ceiling": t.latency.median / ideal_ms if ideal_ms else None,
+            "target": TARGET_SPEEDUP if s.case in TARGET_CASES else None,
+        })
+    return rows
+
+
+def markdown(report: BenchReport, rows: list[dict[str, Any]], peaks: dict[str, float], args: Any) -> str:
+    def f(v: Any, fmt: str = ".3g") -> str:
         return "-" if v is None else format(v, fmt)
 
     out = [
-        "## CPU: PyTorch eager vs onnxruntime (FP32)",
+        "## CPU: PyTorch eager vs onnxruntime (FP32), interleaved",
         "",
         f"Machine: {machine_line(report.machine, report.versions)}",
         "",
-        f"Threads: {threads} for both runtimes. Timing: "
-        + ", ".join(f"{k}={v}" for k, v in report.settings["timing"].items() if v is not None),
+        f"Threads: {args.threads} for both runtimes. {args.rounds} alternating rounds per case, "
+        f"{args.duration_s} s of timing per runtime per case. "
+        f"FP32 matmul peak ({PEAK_N}^3, {args.threads} threads): "
+        + ", ".join(f"{k} {v * 1e3:.0f} GFLOP/s" for k, v in peaks.items())
+        + "; the better one is the roofline.",
         "",
-        "| variant | batch | resolution | GMACs/img | torch img/s | torch median ms "
-        "| ORT img/s | ORT median ms | ORT speed-up |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | batch | resolution | GMACs/img | torch ms | ORT ms | ORT speed-up (range over rounds) "
+        "| torch % peak | ORT % peak | ceiling | target |",
+        "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in rows:
+        target = "-"
+        if r["target"]:
+            met = "met" if r["speedup"] >= r["target"] else "not met"
+            target = f"{r['target']:.0f}x: {met}" + (" (above ceiling)" if r["ceiling"] < r["target"] else "")
         out.append(
             f"| {r['variant']} | {r['batch']} | {r['resolution']} | {f(r['gmacs'], '.3f')} "
-            f"| {f(r.get('torch_ips'))} | {f(r.get('torch_median_ms'))} "
-            f"| {f(r.get('onnxruntime_ips'))} | {f(r.get('onnxruntime_median_ms'))} "
-            f"| {f(r['ort_speedup'], '.2f')}x |"
+            f"| {f(r['torch_median_ms'], '.1f')} | {f(r['ort_median_ms'], '.1f')} "
+            f"| **{r['speedup']:.2f}x** ({r['speedup_min']:.2f}-{r['speedup_max']:.2f}) "
+            f"| {r['torch_peak_pct']:.0f}% | {r['ort_peak_pct']:.0f}% | {f(r['ceiling'], '.2f')}x | {target} |"
         )
     out += ["", "All cases:", "", report.markdown_table(), ""]
     notes = report.warning_lines()
@@ -100,44 +175,51 @@ def markdown(report: BenchReport, rows: list[dict[str, Any]], threads: int) -> s
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
-    ap.add_argument("--duration-s", type=float, default=3.0, help="measured time per case")
-    ap.add_argument("--warmup-ms", type=float, default=200.0)
+    ap.add_argument("--duration-s", type=float, default=6.0, help="timed seconds per runtime per case")
+    ap.add_argument("--rounds", type=int, default=12, help="alternating rounds per case")
+    ap.add_argument("--warmup-ms", type=float, default=500.0)
     ap.add_argument("--threads", type=int, default=2, help="threads for both runtimes")
     ap.add_argument("--onnx-dir", type=Path, default=None, help="reuse/keep exported ONNX here (default: temp)")
     ap.add_argument("--out", type=Path, required=True, help="folder for bench_cpu.md and bench_cpu.json")
     args = ap.parse_args(argv)
-    if args.duration_s <= 0 or args.threads < 1:
-        ap.error("--duration-s must be > 0 and --threads >= 1")
+    if args.duration_s <= 0 or args.threads < 1 or args.rounds < 1:
+        ap.error("--duration-s must be > 0, --threads and --rounds >= 1")
 
-    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s)
+    peaks = measure_cpu_peak(args.threads)
+    peak = max(peaks.values())
+    log("FP32 matmul peak " + ", ".join(f"{k} {v * 1e3:.0f} GFLOP/s" for k, v in peaks.items()))
+    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s, min_iterations=args.rounds)
     report = BenchReport(
         machine=machine_info("cpu"),
         versions=versions(),
         settings={"timing": timing.to_dict(), "threads": args.threads, "variants": args.variants,
-                  "cases": [list(c.shape) for c in CASES], "percentiles": [90.0, 95.0, 99.0]},
+                  "rounds": args.rounds, "cases": [list(c.shape) for c in CASES],
+                  "percentiles": [90.0, 95.0, 99.0], "peak_tflops": peaks},
     )
-    start = time.perf_counter()
+    speedups: list[Speedup] = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx_dir = args.onnx_dir or Path(tmp)
         onnx_dir.mkdir(parents=True, exist_ok=True)
         for v in args.variants:
+            log(f"export {v}")
             onnx = export_variant(v, onnx_dir)
-            for target in (
-                resolve_target(variant=v, backend="torch", threads=args.threads),
-                resolve_target(variant=v, onnx=onnx, threads=args.threads),
-            ):
-                target = prepare(target, CASES)
-                print(f"[{time.perf_counter() - start:6.1f}s] {target.backend} {v}", file=sys.stderr, flush=True)
-                report.results += run_benchmark(target, CASES, timing).results
+            targets = [prepare(resolve_target(variant=v, backend="torch", threads=args.threads), CASES),
+                       prepare(resolve_target(variant=v, onnx=onnx, threads=args.threads), CASES)]
+            log(f"time {v}: torch vs onnxruntime")
+            part, found = run_interleaved(targets, CASES, timing, rounds=args.rounds,
+                                          percentiles=(90.0, 95.0, 99.0), peak_tflops=peak)
+            report.results += part.results
+            speedups += found
 
-    rows = comparison(report)
+    rows = comparison(report, speedups, peak)
     data = report.to_dict()
     data["comparison"] = rows
+    data["speedups"] = [s.to_dict() for s in speedups]
     args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "bench_cpu.md", markdown(report, rows, args.threads))
+    md = write_text(args.out / "bench_cpu.md", markdown(report, rows, peaks, args))
     js = write_text(args.out / "bench_cpu.json", json.dumps(data, indent=2) + "\n")
     print(md.read_text())
-    print(f"wrote {md} and {js} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    log(f"wrote {md} and {js}")
     return 0
 
 

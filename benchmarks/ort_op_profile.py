@@ -1,0 +1,114 @@
+"""Where onnxruntime's CPU time goes, per operator type, for the graphs ``convmlp-deploy export`` ships.
+
+Runs onnxruntime's own profiler (``SessionOptions.enable_profiling``) on the FP32
+graph of each variant after onnxruntime's graph optimisations (so the table shows
+the fused ops that actually run: ``BiasGelu``, NCHWc ``Conv`` with
+``ReorderInput``/``ReorderOutput``) and sums kernel time per op type. It answers
+"is there anything left to fuse or remove?" for the CPU speed work; the speed
+comparison itself is ``bench_cpu.py``.
+
+    python benchmarks/ort_op_profile.py --out results/                 # S/M/L at batch 1 x 224
+    python benchmarks/ort_op_profile.py --variants l --batch 4 --size 320 --out /tmp/p
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_cpu import export_variant  # noqa: E402
+
+from deploy.bench import machine_info, versions, write_text  # noqa: E402
+from deploy.bench.report import machine_line  # noqa: E402
+
+
+def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int, folder: Path) -> dict[str, Any]:
+    """Kernel time (ms per run) and node count per op type over ``runs`` profiled runs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.enable_profiling = True
+    so.profile_file_prefix = str(folder / path.stem)
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    name = sess.get_inputs()[0].name
+    for _ in range(runs):
+        sess.run(None, {name: x})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    runs_seen = sum(1 for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    per_op: Counter[str] = Counter()
+    nodes: dict[str, set[str]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            per_op[op] += e["dur"]
+            nodes.setdefault(op, set()).add(e["name"])
+    total_us = sum(per_op.values())
+    runs_seen = runs_seen or runs
+    return {
+        "runs": runs_seen,
+        "kernel_ms_per_run": total_us / runs_seen / 1e3,
+        "ops": [
+            {"op": op, "ms": us / runs_seen / 1e3, "pct": 100 * us / total_us, "nodes": len(nodes[op])}
+            for op, us in per_op.most_common()
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--size", type=int, default=224, help="square input side")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=20, help="profiled runs (the first one is included)")
+    ap.add_argument("--onnx-dir", type=Path, default=None, help="reuse/keep exported ONNX here (default: temp)")
+    ap.add_argument("--out", type=Path, required=True, help="folder for ort_op_profile.md and .json")
+    args = ap.parse_args(argv)
+
+    shape = (args.batch, 3, args.size, args.size)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_dir = args.onnx_dir or Path(tmp)
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        for v in args.variants:
+            print(f"profile {v} at {shape}", file=sys.stderr, flush=True)
+            results[v] = profile_graph(export_variant(v, onnx_dir), shape, args.threads, args.runs, Path(tmp))
+
+    machine, vers = machine_info("cpu"), versions()
+    lines = [
+        f"## onnxruntime CPU time per op type, batch {args.batch} x {args.size}x{args.size}",
+        "",
+        f"Machine: {machine_line(machine, vers)}",
+        "",
+        f"{args.threads} intra-op threads, {args.runs} profiled runs, shipped FP32 graphs after "
+        "onnxruntime's optimisations. ms = kernel time per run.",
+        "",
+        "| variant | op | ms | % of kernel time | nodes |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for v, r in results.items():
+        for row in r["ops"]:
+            if row["pct"] >= 0.5:
+                lines.append(f"| {v} | {row['op']} | {row['ms']:.2f} | {row['pct']:.1f} | {row['nodes']} |")
+        lines.append(f"| {v} | **all kernels** | **{r['kernel_ms_per_run']:.2f}** | 100 | |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = write_text(args.out / "ort_op_profile.md", "\n".join(lines) + "\n")
+    data = {"machine": machine, "versions": vers, "shape": list(shape), "threads": args.threads, "results": results}
+    write_text(args.out / "ort_op_profile.json", json.dumps(data, indent=2) + "\n")
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
