@@ -45,7 +45,6 @@ def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int, f
     for _ in range(runs):
         sess.run(None, {name: x})
     events = json.loads(Path(sess.end_profiling()).read_text())
-    runs_seen = sum(1 for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     per_op: Counter[str] = Counter()
     nodes: dict[str, set[str]] = {}
     for e in events:
@@ -54,7 +53,7 @@ def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int, f
             per_op[op] += e["dur"]
             nodes.setdefault(op, set()).add(e["name"])
     total_us = sum(per_op.values())
-    runs_seen = runs_seen or runs
+    runs_seen = sum(1 for e in events if e.get("cat") == "Session" and e.get("name") == "model_run") or runs
     return {
         "runs": runs_seen,
         "kernel_ms_per_run": total_us / runs_seen / 1e3,
@@ -75,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--onnx-dir", type=Path, default=None, help="reuse/keep exported ONNX here (default: temp)")
     ap.add_argument("--out", type=Path, required=True, help="folder for ort_op_profile.md and .json")
     args = ap.parse_args(argv)
+    if min(args.batch, args.threads, args.runs) < 1 or args.size < 32:
+        ap.error("--batch, --threads and --runs must be >= 1 and --size >= 32")
 
     shape = (args.batch, 3, args.size, args.size)
     results: dict[str, Any] = {}

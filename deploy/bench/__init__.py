@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .report import BenchReport, CaseResult, machine_info, plot_report, summarize_case, versions, write_text
+from .report import (
+    BenchReport,
+    CaseResult,
+    machine_info,
+    plot_report,
+    summarize_case,
+    summarize_target,
+    versions,
+    write_text,
+)
 from .stats import DEFAULT_PERCENTILES, PerfWarning, TimeStats, parse_percentiles
 from .targets import (
     BACKENDS,
@@ -53,6 +62,7 @@ __all__ = [
     "resolve_target",
     "run_benchmark",
     "summarize_case",
+    "summarize_target",
     "time_case",
     "versions",
     "write_text",
@@ -60,13 +70,6 @@ __all__ = [
 
 #: progress(case_index, case, fraction_of_that_case_done)
 Progress = Callable[[int, Case, float], None]
-
-_ENQUEUE_HINTS = {
-    "tensorrt": "try --cuda-graph",
-    "torch": "try a larger --batch or --compile",
-    "onnxruntime": "try a larger --batch",
-}
-
 
 def prepare(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
     """All checks that come before any work: shapes against the model file (``BenchUsageError``),
@@ -97,29 +100,13 @@ def run_benchmark(
         },
     )
     with open_runners(target) as runners:
-        first = runners[0]
-        features = first.output_names[:1] == ["f1"]
-        precision = target.precision or getattr(first, "precision", None)
         for index, case in enumerate(cases):
             def report_progress(fraction: float, index: int = index, case: Case = case) -> None:
                 if progress is not None:
                     progress(index, case, fraction)
 
             raw = time_case(runners, case.shape, timing, progress=report_progress)
-            macs = macs_per_image(target.variant, case.height, case.width, features) if target.variant else None
             report.results.append(
-                summarize_case(
-                    raw,
-                    case,
-                    runner=first.name,
-                    backend=target.backend,
-                    variant=target.variant,
-                    device=target.device,
-                    precision=precision,
-                    macs_per_image=macs,
-                    percentiles=percentiles,
-                    peak_tflops=peak_tflops,
-                    enqueue_hint=_ENQUEUE_HINTS.get(target.backend, "try a larger --batch"),
-                )
+                summarize_target(target, runners[0], raw, case, percentiles=percentiles, peak_tflops=peak_tflops)
             )
     return report

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runners.base import Runner
-from .report import BenchReport, machine_info, summarize_case, versions
+from .report import BenchReport, machine_info, summarize_target, versions
 from .stats import DEFAULT_PERCENTILES
-from .targets import BenchTarget, macs_per_image, open_runners
+from .targets import BenchTarget, open_runners
 from .timing import Case, Clock, RawTimings, TimingConfig, time_case
 
 __all__ = ["Interleaved", "Speedup", "time_interleaved", "run_interleaved"]
@@ -160,15 +160,8 @@ def run_interleaved(
         for case in cases:
             measured = time_interleaved(runners, case.shape, timing, rounds=rounds)
             for target, runner, raw in zip(targets, runners, measured.raws, strict=True):
-                features = runner.output_names[:1] == ["f1"]
-                macs = macs_per_image(target.variant, case.height, case.width, features) if target.variant else None
                 report.results.append(
-                    summarize_case(
-                        raw, case, runner=runner.name, backend=target.backend, variant=target.variant,
-                        device=target.device, precision=target.precision or getattr(runner, "precision", None),
-                        macs_per_image=macs, percentiles=percentiles, peak_tflops=peak_tflops,
-                        enqueue_hint="try a larger --batch",
-                    )
+                    summarize_target(target, runner, raw, case, percentiles=percentiles, peak_tflops=peak_tflops)
                 )
             for j in range(1, len(targets)):
                 ratios = measured.ratios(0, j)

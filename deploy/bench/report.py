@@ -16,6 +16,7 @@ from typing import Any
 
 from ..artifacts import atomic_write_bytes, staged_path
 from ..errors import BackendUnavailable, DeployError
+from ..runners.base import Runner
 from .stats import (
     PerfWarning,
     TimeStats,
@@ -25,12 +26,15 @@ from .stats import (
     summarize,
     throughput,
 )
+from .targets import BenchTarget, macs_per_image
 from .timing import Case, RawTimings
 
 __all__ = [
     "CaseResult",
     "BenchReport",
     "summarize_case",
+    "summarize_target",
+    "ENQUEUE_HINTS",
     "machine_info",
     "versions",
     "table_columns",
@@ -186,6 +190,42 @@ def summarize_case(
         tflops=tflops,
         peak_fraction=peak_fraction(tflops, peak_tflops),
         warnings=diagnose(latency, compute=compute, enqueue=enqueue, h2d=h2d, d2h=d2h, enqueue_hint=enqueue_hint),
+    )
+
+
+#: What to try when the host-side enqueue dominates, per backend.
+ENQUEUE_HINTS = {
+    "tensorrt": "try --cuda-graph",
+    "torch": "try a larger --batch or --compile",
+    "onnxruntime": "try a larger --batch",
+}
+
+
+def summarize_target(
+    target: BenchTarget,
+    runner: Runner,
+    raw: RawTimings,
+    case: Case,
+    *,
+    percentiles: Sequence[float],
+    peak_tflops: float | None = None,
+) -> CaseResult:
+    """``summarize_case`` for one case of ``target`` timed on its opened ``runner``: MACs from
+    the variant (the feature pyramid when the runner outputs ``f1``...), precision, hint."""
+    features = runner.output_names[:1] == ["f1"]
+    macs = macs_per_image(target.variant, case.height, case.width, features) if target.variant else None
+    return summarize_case(
+        raw,
+        case,
+        runner=runner.name,
+        backend=target.backend,
+        variant=target.variant,
+        device=target.device,
+        precision=target.precision or getattr(runner, "precision", None),
+        macs_per_image=macs,
+        percentiles=percentiles,
+        peak_tflops=peak_tflops,
+        enqueue_hint=ENQUEUE_HINTS.get(target.backend, "try a larger --batch"),
     )
 
 
