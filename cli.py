@@ -137,10 +137,12 @@ def echo_json(obj: Any) -> None:
 def user_errors() -> Iterator[None]:
     """Turn the library's expected failures into one-line ``click`` errors (exit 1)."""
     from deploy.errors import DeployError
-    from export.errors import ExportError
+    from export.errors import ExportError, ExportOptionError
 
     try:
         yield
+    except ExportOptionError as exc:
+        raise click.UsageError(str(exc)) from None
     except (CheckpointError, ExportError, DeployError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -210,7 +212,14 @@ def echo_validation(report: Any) -> None:
 @click.option(
     "--output-dir", "-o", type=click.Path(file_okay=False), default="artifacts", help="Where artifacts go."
 )
-@click.option("--opset", type=click.IntRange(17, 20), default=17, help="ONNX opset (17..20).")
+@click.option(
+    "--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo",
+    help="torch.onnx exporter: dynamo (torch.export, the default) or the deprecated TorchScript one.",
+)
+@click.option(
+    "--opset", type=int, default=None,
+    help="ONNX opset [default: 18 with dynamo (18..23), 17 with torchscript (17..20)].",
+)
 @click.option("--fp16/--no-fp16", default=False, help="Also write the mixed-precision FP16 graph for TensorRT.")
 @click.option("--features", is_flag=True, help="Also write the F1..F4 backbone graph.")
 @click.option(
@@ -219,8 +228,8 @@ def echo_validation(report: Any) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def export(
-    variant: str, weights: str | None, pretrained: bool, num_classes: int, output_dir: str, opset: int,
-    fp16: bool, features: bool, simplifier: str, as_json: bool,
+    variant: str, weights: str | None, pretrained: bool, num_classes: int, output_dir: str, exporter: str,
+    opset: int | None, fp16: bool, features: bool, simplifier: str, as_json: bool,
 ) -> None:
     """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
 
@@ -236,7 +245,7 @@ def export(
         raise click.UsageError("give either --weights or --pretrained, not both")
     cfg = ExportConfig(
         variant=variant.lower(), output_dir=Path(output_dir), weights=Path(weights) if weights else None,
-        pretrained=pretrained, num_classes=num_classes, opset=opset, fp16=fp16, features=features,
+        pretrained=pretrained, num_classes=num_classes, exporter=exporter, opset=opset, fp16=fp16, features=features,
         simplifier=simplifier,
     )
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))

@@ -39,7 +39,16 @@ from deploy.validate import (
 
 from .errors import ExportError
 from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
-from .onnx import EXPORTER, MIN_OPSET, export_onnx_proto, op_counts, set_metadata
+from .onnx import (
+    DEFAULT_EXPORTER,
+    check_available,
+    export_onnx_proto,
+    exporter_info,
+    exporter_versions,
+    op_counts,
+    resolve_opset,
+    set_metadata,
+)
 from .simplify import SimplifyResult, simplify
 
 __all__ = ["ExportConfig", "GraphResult", "ExportResult", "run_export", "artifact_paths"]
@@ -54,7 +63,8 @@ class ExportConfig:
     weights: Path | None = None
     pretrained: bool = False
     num_classes: int = 1000
-    opset: int = MIN_OPSET
+    exporter: str = DEFAULT_EXPORTER
+    opset: int | None = None  # None: the exporter's default
     fp16: bool = False
     features: bool = False
     simplifier: str = "onnxslim"
@@ -120,7 +130,9 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"convmlp-deploy": convmlp.__version__, "python": platform.python_version()}
-    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "onnxsim", "onnxconverter-common"):
+    for dist in (
+        "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "onnxslim", "onnxsim", "onnxconverter-common",
+    ):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -128,7 +140,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _metadata(cfg: ExportConfig, spec: IOSpec, precision: str, sha: str | None, label: str) -> dict[str, str]:
+def _metadata(
+    cfg: ExportConfig, spec: IOSpec, precision: str, sha: str | None, label: str, opset: int
+) -> dict[str, str]:
     pc = PRETRAINED_CFGS[cfg.variant]
     versions = _versions()
     return {
@@ -146,8 +160,12 @@ def _metadata(cfg: ExportConfig, spec: IOSpec, precision: str, sha: str | None, 
         "interpolation": pc.interpolation,
         "checkpoint_sha256": sha or "",
         "weights": label,
-        "exporter": EXPORTER,
-        "producer_versions": json.dumps({k: versions[k] for k in ("convmlp-deploy", "torch", "onnx") if k in versions}),
+        "exporter": cfg.exporter,
+        "exporter_versions": json.dumps(exporter_versions(cfg.exporter)),
+        "opset": str(opset),
+        "producer_versions": json.dumps(
+            {k: versions[k] for k in ("convmlp-deploy", "torch", "onnx", "onnxscript") if k in versions}
+        ),
     }
 
 
@@ -188,6 +206,8 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     """
     if cfg.weights is not None and cfg.pretrained:
         raise ExportError("give either --weights or --pretrained, not both")
+    opset = resolve_opset(cfg.exporter, cfg.opset)  # ExportOptionError before any work
+    check_available(cfg.exporter)
     paths = artifact_paths(cfg.variant, cfg.output_dir)
     _check_output_dir(cfg.output_dir)
     timings: dict[str, float] = {}
@@ -208,12 +228,20 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     graphs: list[GraphResult] = []
     refs: dict[int, list] = {}
     simplified: dict[int, tuple[onnx.ModelProto, SimplifyResult]] = {}
+    notes: list[str] = []
+    rewrites: dict[str, dict[str, int]] = {}
     try:
         for name, net, spec, precision in jobs:
             t = time.perf_counter()
             if id(net) not in simplified:
-                proto = export_onnx_proto(net, spec, opset=cfg.opset)
+                exported = export_onnx_proto(net, spec, exporter=cfg.exporter, opset=opset)
                 timings[f"{name}_export_s"] = time.perf_counter() - t
+                for note in exported.notes:
+                    if note not in notes:
+                        notes.append(note)
+                        log(f"{cfg.exporter} exporter: {note}")
+                proto = exported.proto
+                rewrites[name] = exported.rewrites
                 t = time.perf_counter()
                 simplified[id(net)] = simplify(proto, spec, cfg.simplifier)
                 timings[f"{name}_simplify_s"] = time.perf_counter() - t
@@ -226,7 +254,7 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
                 graph_copy = onnx.ModelProto()
                 graph_copy.CopyFrom(graph)
                 graph = graph_copy
-            set_metadata(graph, _metadata(cfg, spec, precision, sha, label))
+            set_metadata(graph, _metadata(cfg, spec, precision, sha, label, opset))
             onnx.checker.check_model(graph, full_check=True)
             staged[name] = staged_path(paths[name])
             staged[name].write_bytes(graph.SerializeToString())
@@ -261,8 +289,14 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         "num_classes": cfg.num_classes,
         "params": params,
         "gmacs_224": round(macs / 1e9, 4),
-        "opset": cfg.opset,
-        "exporter": {"name": EXPORTER, "torch": torch.__version__},
+        "opset": opset,
+        "exporter": {
+            "name": cfg.exporter,
+            "title": exporter_info(cfg.exporter).title,
+            **exporter_versions(cfg.exporter),
+            "notes": notes,
+            "rewrites": rewrites,
+        },
         "simplifier": cfg.simplifier,
         "fp16_converter": (
             {"name": CONVERTER, "version": converter_version(), "fp32_ops": list(FP32_OPS)} if cfg.fp16 else None

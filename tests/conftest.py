@@ -60,3 +60,33 @@ def make_engine(tmp_path: Path):
         return plan
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s_onnx(tmp_path_factory):
+    """Copy the FP32 ONNX graph of ConvMLP-S (synthetic weights, the default exporter) to ``dest``.
+
+    The export (several seconds with the dynamo exporter) runs once per session and
+    kind; each call gets its own copy to change at will. ``features=True`` gives the
+    F1..F4 graph.
+    """
+    import shutil
+
+    from convmlp.spec import io_spec
+    from deploy.validate import reference_model
+    from export.onnx import export_onnx
+
+    cache = tmp_path_factory.mktemp("s-graphs")
+    made: dict[bool, Path] = {}
+
+    def copy(dest: Path, *, features: bool = False) -> Path:
+        if features not in made:
+            made[features] = export_onnx(
+                reference_model("s", features=features), io_spec("s", features=features),
+                cache / ("features.onnx" if features else "classifier.onnx"),
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made[features], dest)
+        return dest
+
+    return copy

@@ -113,13 +113,10 @@ def test_targets_on_different_devices_are_refused() -> None:
         run_interleaved([cpu], expand_sweep([1], [(64, 64)]), TimingConfig(iterations=1))
 
 
-def test_torch_against_onnxruntime_for_real(tmp_path: Path) -> None:
+def test_torch_against_onnxruntime_for_real(tmp_path: Path, s_onnx) -> None:
     pytest.importorskip("onnxruntime")
-    from convmlp.spec import io_spec
-    from deploy.validate import reference_model
-    from export.onnx import export_onnx
 
-    path = export_onnx(reference_model("s"), io_spec("s"), tmp_path / "s.onnx")
+    path = s_onnx(tmp_path / "s.onnx")
     cases = expand_sweep([1, 2], [(64, 96)])
     targets = [prepare(resolve_target(variant="s", threads=1), cases),
                prepare(resolve_target(variant="s", onnx=path, threads=1), cases)]

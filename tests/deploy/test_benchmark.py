@@ -410,13 +410,10 @@ def test_torch_backend_end_to_end_on_cpu() -> None:
     assert data["settings"]["timing"]["iterations"] == 3
 
 
-def test_onnxruntime_backend_on_a_tiny_export(tmp_path: Path) -> None:
+def test_onnxruntime_backend_on_a_tiny_export(tmp_path: Path, s_onnx) -> None:
     pytest.importorskip("onnxruntime")
-    export = pytest.importorskip("export.onnx")
-    from convmlp.spec import io_spec
-    from deploy.validate import reference_model
 
-    path = export.export_onnx(reference_model("s"), io_spec("s"), tmp_path / "s.onnx")
+    path = s_onnx(tmp_path / "s.onnx")
     cases = expand_sweep([1, 3], [(64, 96)])
     target = prepare(resolve_target(onnx=path, variant="s", threads=1), cases)
     assert target.precision == "fp32"

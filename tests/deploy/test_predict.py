@@ -13,17 +13,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import main
-from convmlp.spec import io_spec
 from deploy.errors import DeployError
 from deploy.predict import load_labels, top_k
-from deploy.validate import reference_model
-from export.onnx import export_onnx, set_metadata
+from export.onnx import set_metadata
 
 
 @pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("onnx") / "s.onnx"
-    export_onnx(reference_model("s"), io_spec("s"), path)  # the same synthetic weights as --variant s
+def onnx_path(tmp_path_factory, s_onnx) -> Path:
+    path = s_onnx(tmp_path_factory.mktemp("onnx") / "s.onnx")  # the same synthetic weights as --variant s
     proto = onnx.load(str(path))
     set_metadata(proto, {"variant": "s", "kind": "classifier", "num_classes": "1000",
                          "mean": "[0.485, 0.456, 0.406]", "std": "[0.229, 0.224, 0.225]",

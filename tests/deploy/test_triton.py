@@ -12,8 +12,7 @@ from click.testing import CliRunner
 
 from cli import main
 from convmlp.spec import io_spec
-from deploy.validate import reference_model
-from export.onnx import export_onnx, set_metadata
+from export.onnx import set_metadata
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] (test extra) is not installed"
@@ -33,9 +32,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _export(path: Path, *, features: bool, meta: dict[str, str] | None = None) -> Path:
+def _export(s_onnx, path: Path, *, features: bool, meta: dict[str, str] | None = None) -> Path:
     spec = io_spec("s", features=features)
-    export_onnx(reference_model("s", features=features), spec, path)
+    s_onnx(path, features=features)
     proto = onnx.load(str(path))
     set_metadata(proto, meta or {"variant": "s", "kind": spec.kind, "precision": "fp32",
                                  **({} if features else {"num_classes": "1000"})})
@@ -44,11 +43,11 @@ def _export(path: Path, *, features: bool, meta: dict[str, str] | None = None) -
 
 
 @pytest.fixture(scope="module")
-def onnx_models(tmp_path_factory) -> dict[str, Path]:
+def onnx_models(tmp_path_factory, s_onnx) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("onnx")
     return {
-        "classifier": _export(d / "s.onnx", features=False),
-        "features": _export(d / "s_features.onnx", features=True),
+        "classifier": _export(s_onnx, d / "s.onnx", features=False),
+        "features": _export(s_onnx, d / "s_features.onnx", features=True),
     }
 
 

@@ -54,7 +54,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("trt")
     model = reference_model("s")
-    onnx32 = export_onnx(model, io_spec("s"), folder / "convmlp_s.onnx", opset=17)
+    onnx32 = export_onnx(model, io_spec("s"), folder / "convmlp_s.onnx")
     profiles = [
         ShapeProfile((1, 3, 64, 64), (2, 3, 128, 128), (4, 3, 160, 160)),
         ShapeProfile((1, 3, 160, 160), (2, 3, 224, 224), (2, 3, 288, 288)),

@@ -37,7 +37,7 @@ def test_writes_three_graphs_and_report(exported):
     names = sorted(p.name for p in exported.iterdir())
     assert names == ["convmlp_s.features.onnx", "convmlp_s.fp16.onnx", "convmlp_s.onnx", "convmlp_s.report.json"]
     report = json.loads((exported / "convmlp_s.report.json").read_text())
-    assert report["passed"] is True and report["variant"] == "s" and report["opset"] == 17
+    assert report["passed"] is True and report["variant"] == "s" and report["opset"] == 18
     assert round(report["params"] / 1e6, 1) == 9.0 and round(report["gmacs_224"], 1) == 2.4
     for name in ("fp32", "fp16", "features"):
         g = report["graphs"][name]
@@ -46,7 +46,8 @@ def test_writes_three_graphs_and_report(exported):
     shapes = [c["shape"] for c in report["graphs"]["fp32"]["validation"]["cases"]]
     assert [1, 3, 224, 224] in shapes and [3, 3, 97, 131] in shapes and [1, 3, 512, 512] in shapes
     assert report["graphs"]["fp16"]["validation"]["tolerance"]["max_rel_l2"] == 3e-3
-    assert report["exporter"]["torch"] == torch.__version__
+    assert report["exporter"]["torch"] == torch.__version__ and report["exporter"]["name"] == "dynamo"
+    assert report["exporter"]["onnxscript"] and report["exporter"]["notes"] == []
 
 
 def test_graph_contract(exported):
@@ -105,7 +106,7 @@ def test_features_graph(exported):
     proto = onnx.load(str(exported / "convmlp_s.features.onnx"))
     dims = dynamic_dims(proto)
     assert [o.name for o in proto.graph.output] == ["f1", "f2", "f3", "f4"]
-    assert all(isinstance(d, str) for d in dims["f3"][2:])
+    assert dims["f3"] == ["batch", 256, "f3_height", "f3_width"]  # the spec's names, as TensorRT/Triton read them
     x = np.random.default_rng(3).standard_normal((1, 3, 97, 131)).astype(np.float32)
     outs = _ort(exported / "convmlp_s.features.onnx", x)
     assert [o.shape for o in outs] == [(1, 64, 25, 33), (1, 128, 13, 17), (1, 256, 7, 9), (1, 512, 4, 5)]
@@ -122,7 +123,7 @@ def test_validate_command_on_written_graphs(exported):
 def test_validate_catches_a_wrong_graph(exported, tmp_path):
     """A graph from other weights must fail validation with exit 3 and name the case."""
     wrong = reference_model("s", seed=1)
-    proto = export_onnx_proto(wrong, io_spec("s"))
+    proto = export_onnx_proto(wrong, io_spec("s")).proto
     meta = {p.key: p.value for p in onnx.load(str(exported / "convmlp_s.onnx")).metadata_props}
     proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in meta.items())
     path = tmp_path / "wrong.onnx"
@@ -163,9 +164,9 @@ def test_unwritable_output_dir(tmp_path):
     assert res.exit_code == 1 and "not writable" in res.output and res.output.count("\n") == 1
 
 
-def test_simplifier_guard_rejects_growth_and_lost_dynamic_dims(monkeypatch):
+def test_simplifier_guard_rejects_growth_and_lost_dynamic_dims(monkeypatch, s_onnx, tmp_path):
     spec = io_spec("s")
-    proto = export_onnx_proto(reference_model("s"), spec)
+    proto = onnx.load(str(s_onnx(tmp_path / "s.onnx")))
     n = len(proto.graph.node)
 
     def grow(name, p):
@@ -189,10 +190,10 @@ def test_simplifier_guard_rejects_growth_and_lost_dynamic_dims(monkeypatch):
     assert kept is proto and not res.accepted and "not dynamic" in res.reason
 
 
-def test_onnxsim_is_guarded_too():
+def test_onnxsim_is_guarded_too(s_onnx, tmp_path):
     pytest.importorskip("onnxsim")
     spec = io_spec("s")
-    proto = export_onnx_proto(reference_model("s"), spec)
+    proto = onnx.load(str(s_onnx(tmp_path / "s.onnx")))
     kept, res = simplify(proto, spec, "onnxsim")
     assert res.simplifier == "onnxsim" and res.version
     assert len(kept.graph.node) <= len(proto.graph.node)
@@ -212,3 +213,20 @@ def test_library_export_with_checkpoint_records_sha(make_checkpoint, tmp_path):
     assert res.exit_code == 1 and "pass it with --weights" in res.output
     res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(tmp_path / "convmlp_s.onnx"), "--weights", str(ckpt)])
     assert res.exit_code == 0, res.output
+
+
+def test_build_planning_reads_the_exported_graphs(exported):
+    """What `build` reads before TensorRT is touched: names, precision, kind, strongly typed plan."""
+    from deploy.trt.builder import BuildOptions, check_build_inputs, plan_build
+    from deploy.trt.onnx_info import inspect_onnx
+    from deploy.trt.profiles import DEFAULT_PROFILE
+
+    for name, precision, kind in (("convmlp_s.onnx", "fp32", "classifier"), ("convmlp_s.fp16.onnx", "fp16", "classifier"),
+                                  ("convmlp_s.features.onnx", "fp32", "features")):
+        info = inspect_onnx(exported / name)
+        assert (info.precision, info.kind, info.variant, info.input_names) == (precision, kind, "s", ["input"])
+        check_build_inputs(info, [DEFAULT_PROFILE])
+        for major in (10, 11):
+            plan = plan_build(BuildOptions(), graph_precision=info.precision, tensorrt_major=major)
+            assert plan.precision == precision
+            assert plan.network_flags == (("STRONGLY_TYPED",) if major == 10 else ())
