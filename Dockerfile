@@ -12,6 +12,8 @@ FROM ${BASE_IMAGE}
 
 # The PyPI build of torch for CUDA 12.8 (it bundles its CUDA runtime; TensorRT comes from the base image).
 ARG TORCH_VERSION=2.8.0
+# The base image's TensorRT, exactly (what `tensorrt.__version__` reports there; docs/docker.md).
+ARG TENSORRT_VERSION=10.8.0.43
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -22,9 +24,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     XDG_CACHE_HOME=/workspace/.cache
 
-# TensorRT must already be here (the [trt] extra is the base image's, never reinstalled);
-# torch first and pinned, so that the project's "torch>=2.4" does not pull another build.
-RUN python3 -c "import tensorrt as t; assert t.__version__.startswith('10.'), t.__version__" \
+# The NGC image ships the TensorRT Python bindings (docs/docker.md says on what evidence); should
+# they not import, the wheel of the same TensorRT version is installed. Either way the build stops
+# unless `import tensorrt` gives exactly TENSORRT_VERSION. Then torch, pinned, so that the project's
+# "torch>=2.4" does not pull another build.
+RUN { python3 -c "import tensorrt" 2>/dev/null \
+      || { echo "the base image's TensorRT bindings do not import: installing tensorrt-cu12==${TENSORRT_VERSION}" \
+           && python3 -m pip install "tensorrt-cu12==${TENSORRT_VERSION}"; }; } \
+    && python3 -c "import tensorrt as t; v = t.__version__; assert v == '${TENSORRT_VERSION}', f'TensorRT {v} is not ${TENSORRT_VERSION}'" \
     && python3 -m pip install "torch==${TORCH_VERSION}"
 
 WORKDIR /opt/convmlp-deploy
@@ -32,8 +39,9 @@ COPY pyproject.toml README.md cli.py ./
 COPY convmlp ./convmlp
 COPY export ./export
 COPY deploy ./deploy
-# [gpu] = onnxruntime-gpu; tensorrt stays the base image's (checked below).
+# [gpu] = onnxruntime-gpu, not [trt]: TensorRT stays the one checked above (checked again below).
 RUN python3 -m pip install "/opt/convmlp-deploy[gpu]" \
+    && python3 -c "import tensorrt as t; assert t.__version__ == '${TENSORRT_VERSION}', t.__version__" \
     && python3 -c "import tensorrt, torch, onnxruntime; print('tensorrt', tensorrt.__version__, '| torch', torch.__version__, '| ort', onnxruntime.__version__)" \
     && convmlp-deploy --version
 

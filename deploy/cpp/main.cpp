@@ -1,16 +1,22 @@
 // convmlp_trt: run a TensorRT plan built by `convmlp-deploy build` on one dynamic-shape batch.
 //
-//   ./convmlp_trt model.engine N C H W [input.bin]
+//   ./convmlp_trt [--allow-host-code] model.engine N C H W [input.bin]
 //
 // input.bin (optional): N*C*H*W float32 values, NCHW, already normalised with the model's mean/std.
 // Without it the input is a deterministic pattern. Prints the top-5 classes of each sample.
 // Tensor names (kInputName, kOutputName) are the I/O contract of convmlp/spec.py.
+//
+// Host code: a plan built with --version-compatible embeds TensorRT's lean runtime, which is host
+// code run at deserialization; TensorRT refuses it unless setEngineHostCodeAllowed(true) was called.
+// The sample allows it only when the plan's sidecar (model.engine.json) says "version_compatible": true,
+// or when --allow-host-code is given (a version-compatible plan without sidecar). Only for plans you trust.
 
 #include <NvInfer.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -20,6 +26,8 @@
 #include <numeric>
 #include <string>
 #include <vector>
+
+#include "sidecar.h"
 
 namespace {
 
@@ -70,19 +78,41 @@ bool covers(nvinfer1::ICudaEngine& engine, int profile, const nvinfer1::Dims& sh
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 6 && argc != 7) {
-    std::cerr << "usage: " << argv[0] << " model.engine N C H W [input.bin]\n";
+  std::vector<std::string> args(argv + 1, argv + argc);
+  bool allow_host_code = false;
+  if (!args.empty() && args[0] == "--allow-host-code") {
+    allow_host_code = true;
+    args.erase(args.begin());
+  }
+  if (args.size() != 5 && args.size() != 6) {
+    std::cerr << "usage: " << argv[0] << " [--allow-host-code] model.engine N C H W [input.bin]\n";
     return 2;
   }
-  nvinfer1::Dims4 shape{std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5])};
+  const std::string engine_path = args[0];
+  nvinfer1::Dims4 shape{std::atoi(args[1].c_str()), std::atoi(args[2].c_str()), std::atoi(args[3].c_str()),
+                        std::atoi(args[4].c_str())};
   if (shape.d[0] < 1 || shape.d[1] != 3 || shape.d[2] < 32 || shape.d[3] < 32)
     fail("shape must be N>=1, C=3, H>=32, W>=32");
 
+  const std::string side_path = convmlp::sidecar_path(engine_path);
+  const convmlp::Sidecar side = convmlp::read_sidecar(side_path);
+  if (side.status == convmlp::SidecarStatus::kInvalid)
+    fail("cannot read the sidecar " + side_path + ": " + side.detail + " (fix or delete it)");
+  if (side.status == convmlp::SidecarStatus::kVersionCompatible) allow_host_code = true;
+
   Logger logger;
-  std::vector<char> plan = read_file(argv[1]);
+  std::vector<char> plan = read_file(engine_path);
   std::unique_ptr<nvinfer1::IRuntime> runtime{nvinfer1::createInferRuntime(logger)};
+  if (!runtime) fail("cannot create the TensorRT runtime");
+  if (allow_host_code) runtime->setEngineHostCodeAllowed(true);  // the lean runtime embedded in the plan
   std::unique_ptr<nvinfer1::ICudaEngine> engine{runtime->deserializeCudaEngine(plan.data(), plan.size())};
-  if (!engine) fail("TensorRT cannot load the plan (built on another GPU or TensorRT version?)");
+  if (!engine) {
+    std::string why = "TensorRT cannot load the plan (built on another GPU or TensorRT version?)";
+    if (!allow_host_code)
+      why += "; a version-compatible plan embeds host code: it loads with its .json sidecar or with "
+             "--allow-host-code (only for plans you trust)";
+    fail(why);
+  }
 
   if (engine->getTensorIOMode(kInputName) != nvinfer1::TensorIOMode::kINPUT ||
       engine->getTensorIOMode(kOutputName) != nvinfer1::TensorIOMode::kOUTPUT)
@@ -108,8 +138,8 @@ int main(int argc, char** argv) {
   const int64_t batch = shape.d[0], classes = out_count / batch;
 
   std::vector<float> input(static_cast<size_t>(in_count));
-  if (argc == 7) {
-    std::vector<char> raw = read_file(argv[6]);
+  if (args.size() == 6) {
+    std::vector<char> raw = read_file(args[5]);
     if (raw.size() != input.size() * sizeof(float)) fail("input.bin has the wrong size for this shape");
     std::copy(raw.begin(), raw.end(), reinterpret_cast<char*>(input.data()));
   } else {
@@ -120,8 +150,8 @@ int main(int argc, char** argv) {
   void* d_output = nullptr;
   CHECK_CUDA(cudaMalloc(&d_input, in_count * sizeof(float)));
   CHECK_CUDA(cudaMalloc(&d_output, out_count * sizeof(float)));
-  context->setTensorAddress(kInputName, d_input);
-  context->setTensorAddress(kOutputName, d_output);
+  if (!context->setTensorAddress(kInputName, d_input) || !context->setTensorAddress(kOutputName, d_output))
+    fail("TensorRT refused a tensor address");
 
   CHECK_CUDA(cudaMemcpyAsync(d_input, input.data(), in_count * sizeof(float), cudaMemcpyHostToDevice, stream));
   if (!context->enqueueV3(stream)) fail("enqueueV3 failed");

@@ -28,13 +28,21 @@ from .manifest import (
     manifest_path,
 )
 from .onnx_info import OnnxInfo, inspect_onnx
-from .profiles import ShapeProfile, check_input_names
+from .profiles import ShapeProfile, check_input_names, format_shape
 from .version import cuda_device, import_tensorrt, trt_major
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-__all__ = ["BuildOptions", "BuildPlan", "BuildResult", "plan_build", "default_engine_path", "build_engine"]
+__all__ = [
+    "BuildOptions",
+    "BuildPlan",
+    "BuildResult",
+    "plan_build",
+    "default_engine_path",
+    "add_profiles",
+    "build_engine",
+]
 
 GIB = 1 << 30
 
@@ -219,9 +227,47 @@ def _hardware_level(name: str) -> trt.HardwareCompatibilityLevel:
 
     members = {
         "AMPERE_PLUS": lambda: trt.HardwareCompatibilityLevel.AMPERE_PLUS,
+        # added in TensorRT 10.9 (the NGC 25.01 image has 10.8)
         "SAME_COMPUTE_CAPABILITY": lambda: trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY,
     }
-    return members[name]()
+    try:
+        return members[name]()
+    except AttributeError:
+        cli = {v: k for k, v in HARDWARE_COMPAT_LEVELS.items()}.get(name, name)
+        raise DeployError(
+            f"TensorRT {trt.__version__} has no HardwareCompatibilityLevel.{name} (--hardware-compat {cli}); "
+            "use --hardware-compat ampere+ or a newer TensorRT"
+        ) from None
+
+
+def add_profiles(
+    builder: trt.Builder,
+    config: trt.IBuilderConfig,
+    input_name: str,
+    profiles: Sequence[ShapeProfile],
+    messages: _Messages,
+) -> None:
+    """Add one optimization profile per ``ShapeProfile`` for ``input_name``; DeployError naming the shapes
+    if TensorRT refuses one (``set_shape`` raises RuntimeError, ``add_optimization_profile`` returns -1)."""
+    import tensorrt as trt
+
+    for prof in profiles:
+        trt_profile = builder.create_optimization_profile()
+        try:
+            trt_profile.set_shape(
+                input_name, trt.Dims(list(prof.min)), trt.Dims(list(prof.opt)), trt.Dims(list(prof.max))
+            )
+        except RuntimeError as exc:
+            raise DeployError(
+                f"TensorRT rejected profile min {format_shape(prof.min)}, opt {format_shape(prof.opt)}, "
+                f"max {format_shape(prof.max)} for input {input_name!r}: {exc}"
+            ) from None
+        if config.add_optimization_profile(trt_profile) < 0:
+            raise DeployError(
+                f"TensorRT rejected profile min {format_shape(prof.min)}, opt {format_shape(prof.opt)}, "
+                f"max {format_shape(prof.max)} for input {input_name!r}: "
+                f"{'; '.join(messages.errors()[-3:]) or 'no message'}"
+            )
 
 
 def build_engine(
@@ -278,11 +324,7 @@ def build_engine(
         config.clear_flag(_builder_flag(name))
     if plan.hardware_level is not None:
         config.hardware_compatibility_level = _hardware_level(plan.hardware_level)
-    for prof in profiles:
-        trt_profile = builder.create_optimization_profile()
-        trt_profile.set_shape(input_name, trt.Dims(list(prof.min)), trt.Dims(list(prof.opt)), trt.Dims(list(prof.max)))
-        if config.add_optimization_profile(trt_profile) < 0:
-            raise DeployError(f"TensorRT rejected profile {prof}: {'; '.join(messages.errors()[-3:])}")
+    add_profiles(builder, config, input_name, profiles, messages)
 
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     if cache_path is not None:

@@ -5,6 +5,7 @@ No TensorRT here: these test our logic only. Real builds are in test_trt_runner.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import onnx
@@ -219,3 +220,56 @@ def test_cli_without_tensorrt_exit_1_one_line(model: Path, no_tensorrt: None) ->
     assert len(lines) == 1 and "pip install 'convmlp-deploy[trt]'" in lines[0]
     assert "Traceback" not in out
     assert _no_artifacts(model.parent)
+
+
+# ----------------------------------------------------------------------------- TensorRT refusals (fake bindings)
+
+
+@pytest.fixture
+def fake_trt(monkeypatch: pytest.MonkeyPatch):
+    from .trt_fakes import FakeTensorRT
+
+    trt = FakeTensorRT().activate()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt.module)
+    return trt
+
+
+PROFILES = [ShapeProfile((1, 3, 64, 64), (2, 3, 96, 96), (4, 3, 128, 128)), ShapeProfile.fixed((8, 3, 224, 224))]
+
+
+def test_add_profiles_sets_every_profile_on_the_input(fake_trt) -> None:
+    from .trt_fakes import Builder, FakeBuilderConfig
+
+    config = FakeBuilderConfig()
+    trt_builder.add_profiles(Builder(), config, "input", PROFILES, trt_builder._Messages())
+    assert [p.shapes["input"] for p in config.profiles] == [(p.min, p.opt, p.max) for p in PROFILES]
+
+
+@pytest.mark.parametrize("selector", ["min", "opt", "max"])
+def test_set_shape_runtime_error_becomes_deploy_error_naming_the_shapes(fake_trt, selector: str) -> None:
+    from .trt_fakes import Builder, FakeBuilderConfig
+
+    # IOptimizationProfile.set_shape raises RuntimeError (it never returns False) when TensorRT refuses a shape
+    with pytest.raises(DeployError) as err:
+        trt_builder.add_profiles(Builder(refuse=selector), FakeBuilderConfig(), "input", PROFILES, trt_builder._Messages())
+    msg = str(err.value)
+    assert "min 1x3x64x64, opt 2x3x96x96, max 4x3x128x128" in msg and "'input'" in msg
+    assert f"Shape provided for {selector} is inconsistent" in msg
+    assert err.value.__cause__ is None and "\n" not in msg
+
+
+def test_add_optimization_profile_minus_one_becomes_deploy_error(fake_trt) -> None:
+    from .trt_fakes import Builder, FakeBuilderConfig
+
+    messages = trt_builder._Messages()
+    messages.add("ERROR", "profile 1 is invalid")
+    with pytest.raises(DeployError, match="min 8x3x224x224, opt 8x3x224x224, max 8x3x224x224.*profile 1 is invalid"):
+        trt_builder.add_profiles(Builder(), FakeBuilderConfig(accept=1), "input", PROFILES, messages)
+
+
+def test_same_cc_on_tensorrt_10_8_is_a_deploy_error(fake_trt) -> None:
+    # HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY exists from TensorRT 10.9 on (pyCore.cpp);
+    # the NGC 25.01 image has 10.8, where the attribute lookup raised AttributeError
+    assert trt_builder._hardware_level("AMPERE_PLUS") == "AMPERE_PLUS"
+    with pytest.raises(DeployError, match="TensorRT 10.8.0.43 has no HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"):
+        trt_builder._hardware_level("SAME_COMPUTE_CAPABILITY")

@@ -132,16 +132,24 @@ def test_our_tensorrt_calls_typecheck(stubs: Path, cache: Path) -> None:
 
 
 @needs_stubs
+@pytest.mark.parametrize(
+    ("module", "good", "bad", "error"),
+    [
+        ("deploy/trt/builder.py", "trt.MemoryPoolType.WORKSPACE", "trt.MemoryPoolType.WORKSPACES",
+         'has no attribute "WORKSPACES"'),
+        ("deploy/runners/tensorrt.py", "runtime.engine_host_code_allowed = True",
+         "runtime.engine_host_code_allow = True", '"Runtime" has no attribute "engine_host_code_allow"'),
+    ],
+)
 def test_a_misspelled_tensorrt_attribute_fails(
-    stubs: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory
+    stubs: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory, module: str, good: str, bad: str, error: str
 ) -> None:
     work = tmp_path_factory.mktemp("typo")
-    src = (ROOT / "deploy/trt/builder.py").read_text()
-    good = "trt.MemoryPoolType.WORKSPACE"
+    src = (ROOT / module).read_text()
     assert good in src
-    bad = work / "builder_typo.py"
-    bad.write_text(src.replace(good, "trt.MemoryPoolType.WORKSPACES"))
+    typo = work / Path(module).name
+    typo.write_text(src.replace(good, bad))
     # mypy reads the typo'd copy in place of the real module (same package, same imports)
-    result = run_mypy(["deploy/trt/builder.py"], stubs, cache, "--shadow-file", "deploy/trt/builder.py", str(bad))
+    result = run_mypy([module], stubs, cache, "--shadow-file", module, str(typo))
     assert result.returncode != 0
-    assert 'has no attribute "WORKSPACES"' in result.stdout, result.stdout
+    assert error in result.stdout, result.stdout
