@@ -1,0 +1,157 @@
+"""The one table that maps ``--backend`` names to runners.
+
+Every command that runs a model (``benchmark``, ``validate``, ``predict``,
+``evaluate``) opens it through ``BACKENDS[name].open(source, options)``; a new
+runtime is one runner module plus one row here, and no command learns backend
+names one by one. Each row says what the backend reads (a PyTorch variant, an
+ONNX graph or a TensorRT engine), where it runs, which run-time precisions it
+offers, and how to tell that it is installed, without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import BackendUnavailable
+from .runners.base import Runner
+
+__all__ = ["RunnerOptions", "Backend", "BACKENDS", "backend", "backend_names", "default_backend", "READS"]
+
+#: what a backend takes: a PyTorch variant (with weights), an ONNX graph, or a TensorRT engine
+READS = ("variant", "onnx", "engine")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Run-time settings a command passes to whichever backend it opens.
+
+    ``precision``: None means what the model file carries (ONNX, engines) or FP32
+    (PyTorch); OpenVINO reads it as its inference precision hint.
+    """
+
+    device: str = "cpu"
+    precision: str | None = None
+    threads: int | None = None
+    streams: int | None = None
+    cuda_graph: bool = False
+    compile: bool = False
+    providers: list[str] | None = None
+    allow_host_code: bool | None = None
+
+    def with_(self, **changes: Any) -> RunnerOptions:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One runtime: what it reads, where it runs, what it offers, and how to open it."""
+
+    name: str
+    reads: str  # one of READS
+    devices: tuple[str, ...]
+    #: run-time precision choices (``--precision``); () when precision comes from the model file
+    precisions: tuple[str, ...]
+    #: the distribution that must be importable, and the pip hint when it is not
+    module: str
+    install: str
+    summary: str
+    make: Callable[[Any, RunnerOptions], Runner] = field(repr=False, compare=False)
+
+    def installed(self) -> bool:
+        """Whether the runtime can be imported here (checked without importing it)."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def require(self) -> None:
+        """``BackendUnavailable`` (exit 1) naming what to install when the runtime is missing."""
+        if not self.installed():
+            raise BackendUnavailable(f"--backend {self.name}: {self.module} is not installed: {self.install}")
+
+    def check_options(self, options: RunnerOptions) -> None:
+        """``ValueError`` (usage, exit 2) for options this backend cannot honour."""
+        if options.device not in self.devices:
+            raise ValueError(
+                f"--backend {self.name} runs on {' or '.join(self.devices)}, not --device {options.device}"
+            )
+        if options.precision is not None and options.precision not in self.precisions:
+            if not self.precisions:
+                raise ValueError(
+                    f"--precision applies to backends that choose it at run time; {self.name} runs the "
+                    f"precision its {self.reads} file was built with"
+                )
+            raise ValueError(
+                f"--backend {self.name} offers --precision {', '.join(self.precisions)}, not {options.precision}"
+            )
+
+    def open(self, source: Any, options: RunnerOptions | None = None) -> Runner:
+        """A runner (not yet active) for ``source``: a path for ONNX/engine backends, a module for PyTorch."""
+        options = options or RunnerOptions()
+        self.require()
+        self.check_options(options)
+        return self.make(source, options)
+
+
+def _torch(model: Any, o: RunnerOptions) -> Runner:
+    from .runners.torch_runner import TorchRunner
+
+    return TorchRunner(model, device=o.device, precision=o.precision or "fp32", compile=o.compile)
+
+
+def _onnxruntime(path: Any, o: RunnerOptions) -> Runner:
+    from .runners.onnxrt import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(Path(path), providers=o.providers or [o.device], threads=o.threads)
+
+
+def _tensorrt(path: Any, o: RunnerOptions) -> Runner:
+    from .runners.tensorrt import TensorRTRunner
+
+    return TensorRTRunner(Path(path), cuda_graph=o.cuda_graph, allow_host_code=o.allow_host_code)
+
+
+def _openvino(path: Any, o: RunnerOptions) -> Runner:
+    from .runners.openvino import OpenVINORunner
+
+    return OpenVINORunner(Path(path), precision=o.precision or "auto", threads=o.threads, streams=o.streams)
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("torch", "variant", ("cpu", "cuda"), ("fp32", "fp16"), "torch", "pip install torch",
+                "PyTorch eager (or torch.compile), the reference", _torch),
+        Backend("onnxruntime", "onnx", ("cpu", "cuda"), (), "onnxruntime",
+                "pip install 'convmlp-deploy[cpu]' (or [gpu] for onnxruntime-gpu)",
+                "onnxruntime, CPU or CUDA execution provider", _onnxruntime),
+        Backend("tensorrt", "engine", ("cuda",), (), "tensorrt",
+                "pip install 'convmlp-deploy[trt]' on a machine with an NVIDIA GPU",
+                "a TensorRT engine built by 'convmlp-deploy build'", _tensorrt),
+        Backend("openvino", "onnx", ("cpu",), ("auto", "f32", "fp32", "bf16", "fp16"), "openvino",
+                "pip install 'convmlp-deploy[openvino]'",
+                "OpenVINO on the CPU: FP32, BF16 (AMX / AVX512_BF16), Q/DQ graphs as INT8", _openvino),
+    )
+}
+
+
+def backend(name: str) -> Backend:
+    """The backend called ``name``; ``ValueError`` (usage) naming the choices otherwise."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}") from None
+
+
+def backend_names(reads: str | None = None) -> list[str]:
+    """Backend names, optionally only those that read ``reads`` (``variant``, ``onnx``, ``engine``)."""
+    return [n for n, b in BACKENDS.items() if reads is None or b.reads == reads]
+
+
+def default_backend(reads: str) -> str:
+    """The backend a file or variant runs on when ``--backend`` is not given."""
+    return {"variant": "torch", "onnx": "onnxruntime", "engine": "tensorrt"}[reads]
