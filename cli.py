@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from convmlp import VARIANTS, CheckpointError, __version__
+from deploy.backends import BACKENDS
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -53,6 +54,8 @@ class Resolution(click.ParamType):
 
 
 RESOLUTION = Resolution()
+#: every --backend name: deploy/backends.py is the one table (it imports no runtime)
+BACKEND_NAMES = tuple(BACKENDS)
 VARIANT = click.Choice(VARIANTS, case_sensitive=False)
 
 
@@ -195,9 +198,10 @@ def echo_validation(report: Any) -> None:
     """Print a ``ValidationReport`` as a table with its verdict."""
     tol = report.tolerance
     click.echo(f"{report.model} on {report.backend} vs PyTorch FP32, weights {report.weights}")
-    gate = f"rel L2 <= {tol.max_rel_l2:g}" + (", top-1 on every sample" if tol.require_top1 else "")
-    click.echo(f"gate ({tol.precision}): {gate}")
+    click.echo(f"gate ({tol.precision}): {tol.describe()}")
     echo_table(report.rows(), VALIDATION_COLUMNS)
+    if report.top1_agreement is not None and tol.min_top1_agreement is not None:
+        click.echo(f"top-1 agreement over all samples: {report.top1_agreement:.1%}")
     click.echo("PASSED" if report.passed else "FAILED: " + "; ".join(report.failures))
 
 
@@ -274,13 +278,22 @@ def export(
 @click.option("--variant", "-v", type=VARIANT, default=None, help="Variant (default: from the file's metadata).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint the file was exported from.")
 @click.option(
+    "--backend", type=click.Choice([n for n, b in BACKENDS.items() if b.reads == "onnx"]), default="onnxruntime",
+    help="Runtime for --onnx.",
+)
+@click.option(
     "--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
     help="onnxruntime execution provider for --onnx (default: CUDA if present, else CPU).",
 )
+@click.option(
+    "--precision", type=click.Choice(["auto", "f32", "bf16", "fp16"]), default=None,
+    help="openvino: inference precision [default: auto, BF16 where the CPU has it]; the gate follows it.",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (onnxruntime / openvino).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(
-    onnx_path: str | None, engine_path: str | None, variant: str | None, weights: str | None,
-    provider: str | None, as_json: bool,
+    onnx_path: str | None, engine_path: str | None, variant: str | None, weights: str | None, backend: str,
+    provider: str | None, precision: str | None, threads: int | None, as_json: bool,
 ) -> None:
     """Check an ONNX graph or a TensorRT engine against PyTorch FP32 (exit 3 if it fails).
 
@@ -294,12 +307,19 @@ def validate(
         raise click.UsageError("give exactly one of --onnx PATH or --engine PATH")
     if provider and engine_path:
         raise click.UsageError("--provider applies to --onnx only")
+    if provider and backend != "onnxruntime":
+        raise click.UsageError("--provider is an onnxruntime option; drop it or use --backend onnxruntime")
+    if precision and backend != "openvino":
+        raise click.UsageError("--precision applies to --backend openvino (other backends run the graph's precision)")
     v = variant.lower() if variant else None
     log = (lambda shape: None) if as_json else (lambda shape: click.echo(f"  case {shape}", err=True))
     with user_errors():
         if onnx_path:
-            report = validate_onnx(onnx_path, variant=v, weights=weights,
-                                   providers=[provider] if provider else None, on_case=log)
+            try:
+                report = validate_onnx(onnx_path, variant=v, weights=weights, backend=backend, precision=precision,
+                                       threads=threads, providers=[provider] if provider else None, on_case=log)
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
         else:
             report = validate_engine(engine_path, variant=v, weights=weights, on_case=log)
     if as_json:
@@ -400,6 +420,10 @@ class PredictResolution(Resolution):
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --variant.")
 @click.option("--pretrained", is_flag=True, help="Official ImageNet-1k weights for --variant (downloads).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Device for --variant.")
+@click.option("--backend", type=click.Choice(list(BACKEND_NAMES)), default=None,
+              help="Runtime [default: onnxruntime for --onnx, tensorrt for --engine, torch for --variant].")
+@click.option("--precision", type=click.Choice(["auto", "f32", "bf16", "fp16"]), default=None,
+              help="--backend openvino: inference precision [default: auto].")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, help="Classes to show per image.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
 @click.option(
@@ -415,6 +439,8 @@ def predict(
     weights: str | None,
     pretrained: bool,
     device: str,
+    backend: str | None,
+    precision: str | None,
     top_k: int,
     labels: str | None,
     resolution: Any,
@@ -434,10 +460,16 @@ def predict(
         raise click.UsageError("--weights and --pretrained go with --variant")
     if weights and pretrained:
         raise click.UsageError("give --weights or --pretrained, not both")
+    from deploy.backends import RunnerOptions
+
     with user_errors():
-        info = open_classifier(
-            engine=engine, onnx=onnx_path, variant=variant, weights=weights, pretrained=pretrained, device=device
-        )
+        try:
+            info = open_classifier(
+                engine=engine, onnx=onnx_path, variant=variant, weights=weights, pretrained=pretrained,
+                device=device, backend=backend, options=RunnerOptions(precision=precision),
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         names = None
         if labels is not None:
             from deploy.errors import DeployError
@@ -617,11 +649,15 @@ def _parse_percentiles(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--engine", type=click.Path(exists=True, dir_okay=False), help="TensorRT engine (implies tensorrt).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for torch (default: synthetic).")
 @click.option(
-    "--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,
-    help="Runtime; inferred from --onnx / --engine / --variant when omitted.",
+    "--backend", type=click.Choice(list(BACKEND_NAMES)), default=None,
+    help="Runtime; inferred from --onnx (onnxruntime) / --engine / --variant when omitted.",
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default cpu (cuda for --engine).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="torch only; default fp32.")
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "bf16", "f32", "auto"]), default=None,
+    help="torch: fp32 (default) or fp16 on cuda; openvino: auto (default: BF16 where the CPU has it), "
+         "f32, bf16, fp16. Files run on other backends carry their precision.",
+)
 @click.option("--batch", "-b", type=click.IntRange(min=1), multiple=True, default=(1,), help="Batch size(s).")
 @click.option(
     "--resolution", "-r", type=RESOLUTION, multiple=True, default=("224",),
@@ -635,8 +671,10 @@ def _parse_percentiles(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="Exact iterations per case instead.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the PyTorch model.")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: launch through a captured CUDA graph.")
-@click.option("--streams", type=click.IntRange(min=1), default=1, help="TensorRT: execution contexts in flight.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (torch / onnxruntime).")
+@click.option("--streams", type=click.IntRange(min=1), default=1,
+              help="Queries in flight: TensorRT execution contexts, OpenVINO NUM_STREAMS.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (torch / onnxruntime / openvino).")
 @click.option("--percentiles", default="90,95,99", callback=_parse_percentiles, help="Latency percentiles.")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Device peak TFLOP/s: adds the fraction of peak achieved.")

@@ -21,6 +21,7 @@ import numpy as np
 from convmlp.preprocess import INTERPOLATIONS, ImageError, ResolutionLike, load_image, preprocess
 from convmlp.weights import PRETRAINED_CFGS, PretrainedCfg
 
+from .backends import Backend, RunnerOptions, backend
 from .errors import BackendUnavailable, DeployError
 from .runners.base import Runner
 
@@ -180,8 +181,7 @@ def cfg_from_metadata(base: PretrainedCfg, meta: dict[str, str]) -> PretrainedCf
     return dataclasses.replace(base, **changes)
 
 
-def _open_onnx(path: Path) -> ModelInfo:
-    from .runners.onnxrt import OnnxRuntimeRunner
+def _open_onnx(path: Path, backend: str, options: RunnerOptions) -> ModelInfo:
     from .triton import read_onnx_facts
 
     facts = read_onnx_facts(path)
@@ -195,8 +195,8 @@ def _open_onnx(path: Path) -> ModelInfo:
     if "mean" not in meta or "std" not in meta:
         notes.append(f"{path.name} carries no mean/std metadata: using ImageNet mean/std")
     cfg = cfg_from_metadata(base, meta)
-    runner = OnnxRuntimeRunner(path)
-    return ModelInfo(runner, str(path), "onnxruntime", facts.variant, facts.num_classes, cfg,
+    runner = _backend(backend, "onnx").open(path, options)
+    return ModelInfo(runner, str(path), backend, facts.variant, facts.num_classes, cfg,
                      facts.output_names[0], notes)
 
 
@@ -236,6 +236,13 @@ def _open_torch(variant: str, weights: str | os.PathLike[str] | None, pretrained
     return ModelInfo(runner, source, "torch", variant, model.num_classes, PRETRAINED_CFGS[variant], "logits", notes)
 
 
+def _backend(name: str, reads: str) -> Backend:
+    b = backend(name)
+    if b.reads != reads:
+        raise ValueError(f"--backend {name} does not run {'an ONNX graph' if reads == 'onnx' else 'a ' + reads}")
+    return b
+
+
 def open_classifier(
     *,
     engine: str | os.PathLike[str] | None = None,
@@ -244,18 +251,27 @@ def open_classifier(
     weights: str | os.PathLike[str] | None = None,
     pretrained: bool = False,
     device: str = "cpu",
+    backend: str | None = None,
+    options: RunnerOptions | None = None,
 ) -> ModelInfo:
     """Open exactly one of an engine, an ONNX file or a PyTorch variant as a classifier.
 
-    The returned ``ModelInfo.runner`` is not active yet: use it in a ``with`` block.
+    ``backend`` picks the runtime for the file (``deploy.backends``; default: the
+    one that file kind runs on), ``options`` its run-time settings. The returned
+    ``ModelInfo.runner`` is not active yet: use it in a ``with`` block. An option
+    the backend cannot honour is ``ValueError`` (usage).
     """
     given = [n for n, v in (("engine", engine), ("onnx", onnx), ("variant", variant)) if v is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of engine, onnx or variant")
     if engine is not None:
+        if backend not in (None, "tensorrt"):
+            raise ValueError(f"--backend {backend} does not run TensorRT engines")
         return _open_engine(Path(engine))
     if onnx is not None:
-        return _open_onnx(Path(onnx))
+        return _open_onnx(Path(onnx), backend or "onnxruntime", options or RunnerOptions())
+    if backend not in (None, "torch"):
+        raise ValueError(f"--backend {backend} does not run a PyTorch --variant")
     assert variant is not None
     return _open_torch(variant.lower(), weights, pretrained, device)
 

@@ -198,21 +198,39 @@ def validate_onnx(
     variant: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     providers: list[str] | None = None,
+    backend: str = "onnxruntime",
+    precision: str | None = None,
+    threads: int | None = None,
     shapes: Sequence[Shape] = DEFAULT_GRID,
     on_case: Callable[[Shape], None] | None = None,
 ) -> ValidationReport:
-    """Check any ONNX file written by ``export`` (or compatible) against PyTorch FP32."""
-    from .runners.onnxrt import OnnxRuntimeRunner
+    """Check any ONNX file written by ``export`` (or compatible) against PyTorch FP32.
 
+    ``backend``: any backend of ``deploy.backends`` that reads ONNX (onnxruntime,
+    openvino); ``precision``: its run-time precision where it has one (OpenVINO).
+    The gate is that of the least exact of the graph's precision and the one the
+    backend actually ran (an FP32 graph on OpenVINO BF16 gets the BF16 gate).
+    """
+    from .backends import RunnerOptions
+    from .backends import backend as lookup
+
+    b = lookup(backend)
+    if b.reads != "onnx":
+        raise ValueError(f"--backend {backend} does not run ONNX graphs")
     path = Path(path)
     meta = _graph_metadata(path)
     v, num_classes, features = _resolve(meta, variant, weights, path)
-    precision = meta.get("precision", "fp32")
+    graph_precision = meta.get("precision", "fp32")
+    device = "cuda" if providers and providers[0].lower() in ("cuda", "tensorrt", "trt") else "cpu"
+    options = RunnerOptions(device=device, providers=providers, precision=precision, threads=threads)
+    runner = b.open(path, options)
     model = reference_model(v, weights, features=features, num_classes=num_classes)
-    with OnnxRuntimeRunner(path, providers=providers) as runner:
+    with runner:
+        used = getattr(runner, "precision_used", None)
+        label = graph_precision if used in (None, graph_precision) else f"{graph_precision} graph run in {used}"
         report = validate_runner(
-            runner, model, shapes=shapes, tolerance=tolerance_for(precision),
-            model_label=f"{path.name} (convmlp_{v} {precision})", weights=weights_label(weights), on_case=on_case,
+            runner, model, shapes=shapes, tolerance=tolerance_for(graph_precision, used),
+            model_label=f"{path.name} (convmlp_{v} {label})", weights=weights_label(weights), on_case=on_case,
         )
     return report
 

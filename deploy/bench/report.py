@@ -221,12 +221,23 @@ def summarize_target(
         backend=target.backend,
         variant=target.variant,
         device=target.device,
-        precision=target.precision or getattr(runner, "precision", None),
+        precision=effective_precision(target.precision, getattr(runner, "precision_used", None))
+        or getattr(runner, "precision", None),
         macs_per_image=macs,
         percentiles=percentiles,
         peak_tflops=peak_tflops,
         enqueue_hint=ENQUEUE_HINTS.get(target.backend, "try a larger --batch"),
     )
+
+
+def effective_precision(graph: str | None, runtime: str | None) -> str | None:
+    """What a run computes in: the graph's precision, or the run-time one a backend chose for it
+    (OpenVINO: an FP32 graph run in BF16 is ``bf16``; a Q/DQ graph's other layers: ``int8+bf16``)."""
+    if runtime is None or graph == runtime:
+        return graph
+    if graph in (None, "fp32"):
+        return runtime
+    return f"{graph}+{runtime}"
 
 
 # --------------------------------------------------------------------------- machine and versions

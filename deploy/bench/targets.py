@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..backends import BACKENDS as _BACKEND_TABLE
 from ..errors import BackendUnavailable, DeployError
 from ..runners.base import Runner
 from .timing import Case
@@ -32,7 +33,7 @@ __all__ = [
     "macs_per_image",
 ]
 
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+BACKENDS: tuple[str, ...] = tuple(_BACKEND_TABLE)
 
 
 class BenchUsageError(ValueError):
@@ -46,6 +47,7 @@ class BenchTarget:
     backend: str
     device: str
     precision: str | None = None  # torch: fp32/fp16; files: what they were built with (None = unknown yet)
+    runtime_precision: str | None = None  # backends that choose precision at run time (OpenVINO's hint)
     variant: str | None = None
     weights: Path | None = None
     onnx: Path | None = None
@@ -64,6 +66,7 @@ class BenchTarget:
             "backend": self.backend,
             "device": self.device,
             "precision": self.precision,
+            "runtime_precision": self.runtime_precision,
             "variant": self.variant,
             "weights": str(self.weights) if self.weights else None,
             "model_path": str(self.model_path) if self.model_path else None,
@@ -88,27 +91,35 @@ def resolve_target(
     streams: int = 1,
     threads: int | None = None,
 ) -> BenchTarget:
-    """Infer the backend (--onnx: onnxruntime, --engine: tensorrt, --variant alone: torch) and check
-    that the options agree; raises ``BenchUsageError``. Reads no file and imports no runtime."""
+    """Infer the backend (--onnx: onnxruntime, --engine: tensorrt, --variant alone: torch; see
+    ``deploy.backends``) and check that the options agree; raises ``BenchUsageError``.
+    Reads no file and imports no runtime."""
+    from ..backends import backend as lookup
+    from ..backends import backend_names, default_backend
+
     if onnx is not None and engine is not None:
         raise BenchUsageError("give either --onnx or --engine, not both")
-    implied = "onnxruntime" if onnx is not None else "tensorrt" if engine is not None else None
+    given = "onnx" if onnx is not None else "engine" if engine is not None else None
     if backend is None:
-        backend = implied or ("torch" if variant is not None else None)
-        if backend is None:
+        if given is None and variant is None:
             raise BenchUsageError("nothing to benchmark: give --variant (PyTorch), --onnx PATH or --engine PATH")
-    if backend not in BACKENDS:
-        raise BenchUsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if implied is not None and backend != implied:
-        given = "--onnx" if onnx is not None else "--engine"
-        raise BenchUsageError(f"--backend {backend} contradicts {given} (which is run with {implied})")
-    if backend == "torch" and variant is None:
-        raise BenchUsageError("--backend torch needs --variant")
-    if backend == "onnxruntime" and onnx is None:
-        raise BenchUsageError("--backend onnxruntime needs --onnx PATH")
-    if backend == "tensorrt" and engine is None:
-        raise BenchUsageError("--backend tensorrt needs --engine PATH (build one with 'convmlp-deploy build')")
-    if weights is not None and backend != "torch":
+        backend = default_backend(given or "variant")
+    try:
+        b = lookup(backend)
+    except ValueError as exc:
+        raise BenchUsageError(str(exc)) from None
+    if given is not None and b.reads != given:
+        flag = f"--{given}"
+        raise BenchUsageError(
+            f"--backend {backend} contradicts {flag} (which is run with {', '.join(backend_names(given))})"
+        )
+    if b.reads == "variant" and variant is None:
+        raise BenchUsageError(f"--backend {backend} needs --variant")
+    if b.reads == "onnx" and onnx is None:
+        raise BenchUsageError(f"--backend {backend} needs --onnx PATH")
+    if b.reads == "engine" and engine is None:
+        raise BenchUsageError(f"--backend {backend} needs --engine PATH (build one with 'convmlp-deploy build')")
+    if weights is not None and b.reads != "variant":
         raise BenchUsageError("--weights applies to --backend torch; an ONNX file or engine carries its weights")
     if compile and backend != "torch":
         raise BenchUsageError("--compile applies to --backend torch only")
@@ -116,34 +127,46 @@ def resolve_target(
         raise BenchUsageError("--cuda-graph applies to --backend tensorrt only (for PyTorch try --compile)")
     if streams < 1:
         raise BenchUsageError(f"--streams must be >= 1, got {streams}")
-    if streams > 1 and backend != "tensorrt":
-        raise BenchUsageError("--streams > 1 applies to --backend tensorrt only (one execution context per stream)")
+    if streams > 1 and backend not in ("tensorrt", "openvino"):
+        raise BenchUsageError(
+            "--streams > 1 applies to --backend tensorrt (one execution context per stream) and openvino "
+            "(NUM_STREAMS, one query in flight per stream)"
+        )
 
-    if backend == "tensorrt":
-        if device not in (None, "cuda"):
-            raise BenchUsageError("TensorRT engines run on --device cuda only")
-        device = "cuda"
-    device = device or "cpu"
+    device = device or b.devices[0]
     if device not in ("cpu", "cuda"):
         raise BenchUsageError(f"unknown device {device!r}: choose cpu or cuda")
+    if device not in b.devices:
+        raise BenchUsageError(f"--backend {backend} runs on --device {' or '.join(b.devices)} only")
 
     if backend == "torch":
         precision = precision or "fp32"
         if precision not in ("fp32", "fp16"):
-            raise BenchUsageError(f"unknown precision {precision!r}: choose fp32 or fp16")
+            raise BenchUsageError(f"--backend torch offers --precision fp32 or fp16, not {precision!r}")
         if precision == "fp16" and device == "cpu":
             raise BenchUsageError("--precision fp16 with PyTorch needs --device cuda (CPU kernels are FP32)")
+        runtime_precision = None
+    elif b.precisions:
+        runtime_precision = precision or "auto"
+        if runtime_precision not in b.precisions:
+            raise BenchUsageError(
+                f"--backend {backend} offers --precision {', '.join(b.precisions)}, not {runtime_precision!r}"
+            )
+        precision = None  # the graph's own precision, read by check_cases
     elif precision is not None:
         raise BenchUsageError(
-            f"--precision applies to --backend torch; the {'ONNX file' if onnx else 'engine'} "
-            "has its precision built in"
+            f"--precision applies to --backend torch and openvino; the {'ONNX file' if onnx else 'engine'} "
+            f"runs on {backend} with its precision built in"
         )
+    else:
+        runtime_precision = None
     if threads is not None and threads < 1:
         raise BenchUsageError(f"--threads must be >= 1, got {threads}")
     return BenchTarget(
         backend=backend,
         device=device,
         precision=precision,
+        runtime_precision=runtime_precision,
         variant=variant.lower() if variant else None,
         weights=Path(weights) if weights is not None else None,
         onnx=Path(onnx) if onnx is not None else None,
@@ -207,7 +230,11 @@ def _agreeing_variant(given: str | None, recorded: str | None, source: str) -> s
 
 
 def check_environment(target: BenchTarget) -> None:
-    """Raise ``BackendUnavailable`` (exit 1) when this machine lacks what ``target`` needs."""
+    """Raise ``BackendUnavailable`` (exit 1) when this machine lacks what ``target`` needs, and
+    ``BenchUsageError`` (exit 2) for a run-time precision this CPU cannot run."""
+    from ..backends import backend
+
+    backend(target.backend).require()
     if target.backend == "tensorrt":
         from ..trt.version import import_tensorrt
 
@@ -223,6 +250,13 @@ def check_environment(target: BenchTarget) -> None:
                 f"--device cuda: this onnxruntime has no CUDAExecutionProvider (available: {', '.join(have)}); "
                 "install onnxruntime-gpu"
             )
+    if target.backend == "openvino":
+        from ..runners.openvino import OpenVINORunner
+
+        try:
+            OpenVINORunner(target.onnx or "", precision=target.runtime_precision or "auto").check_precision()
+        except ValueError as exc:
+            raise BenchUsageError(str(exc)) from None
     if target.device == "cuda" or target.backend == "tensorrt":
         import torch
 
@@ -254,26 +288,22 @@ def macs_per_image(variant: str, height: int, width: int, features: bool = False
         return count_macs(model, height, width)
 
 
-def _torch_runner(target: BenchTarget) -> Runner:
-    from ..runners.torch_runner import TorchRunner
-    from ..validate import reference_model
-
-    if target.variant is None:
-        raise BenchUsageError("--backend torch needs --variant")
-    model = reference_model(target.variant, target.weights)
-    return TorchRunner(model, device=target.device, precision=target.precision or "fp32", compile=target.compile)
-
-
 def _make_runner(target: BenchTarget) -> Runner:
-    if target.backend == "torch":
-        return _torch_runner(target)
-    if target.backend == "onnxruntime":
-        from ..runners.onnxrt import OnnxRuntimeRunner
+    from ..backends import RunnerOptions, backend
 
-        return OnnxRuntimeRunner(target.onnx or "", providers=[target.device], threads=target.threads)
-    from ..runners.tensorrt import TensorRTRunner  # needs TensorRT: imported only here
+    options = RunnerOptions(
+        device=target.device, threads=target.threads, compile=target.compile, cuda_graph=target.cuda_graph,
+        precision=target.precision if target.backend == "torch" else target.runtime_precision,
+        streams=target.streams if target.backend == "openvino" else None,
+    )
+    b = backend(target.backend)
+    if b.reads == "variant":
+        from ..validate import reference_model
 
-    return TensorRTRunner(target.engine or "", cuda_graph=target.cuda_graph)
+        if target.variant is None:
+            raise BenchUsageError(f"--backend {target.backend} needs --variant")
+        return b.open(reference_model(target.variant, target.weights), options)
+    return b.open(target.model_path, options)
 
 
 @contextmanager
@@ -290,9 +320,14 @@ def open_runners(target: BenchTarget) -> Iterator[list[Runner]]:
             torch.set_num_threads(target.threads)
             stack.callback(torch.set_num_threads, old_threads)
         runners = []
-        for _ in range(target.streams):
-            runner = _make_runner(target)
-            runners.append(stack.enter_context(runner))
+        first = _make_runner(target)
+        if first.concurrent:
+            # one runner taking ``streams`` queries at once (OpenVINO: NUM_STREAMS, one request each)
+            runners = [stack.enter_context(first)] * target.streams
+        else:
+            runners.append(stack.enter_context(first))
+            for _ in range(target.streams - 1):
+                runners.append(stack.enter_context(_make_runner(target)))
         if not runners:
             raise DeployError("no runner opened")
         yield runners

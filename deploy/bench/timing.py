@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,13 +162,26 @@ class _Round:
         self.runners = list(runners)
         self.clock = clock
         self.evented = [r.stream is not None for r in self.runners]
+        self._pool: ThreadPoolExecutor | None = None
         if len(self.runners) > 1 and not all(self.evented):
-            raise ValueError("several runners at once (--streams) need CUDA-stream runners")
+            if not all(r.concurrent for r in self.runners):
+                raise ValueError(
+                    "several queries at once (--streams) need CUDA-stream runners or a runner that "
+                    "takes concurrent queries (OpenVINO)"
+                )
+            self._pool = ThreadPoolExecutor(len(self.runners), thread_name_prefix="bench-stream")
 
     def __call__(self, x: np.ndarray) -> list[tuple[float, ...]]:
+        if self._pool is not None:
+            futures = [self._pool.submit(self._host_timed, r, x) for r in self.runners]
+            return [f.result() for f in futures]
         if not self.evented[0]:
             return [self._host_timed(self.runners[0], x)]
         return self._event_timed(x)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def _host_timed(self, r: Runner, x: np.ndarray) -> tuple[float, ...]:
         t0 = self.clock()
@@ -225,6 +239,19 @@ def time_case(
         raise ValueError("no runner to time")
     inputs = make_inputs(shape, config.buffers, config.seed)
     one_round = _Round(runners, clock)
+    try:
+        return _time_rounds(one_round, inputs, config, clock, progress)
+    finally:
+        one_round.close()
+
+
+def _time_rounds(
+    one_round: _Round,
+    inputs: list[np.ndarray],
+    config: TimingConfig,
+    clock: Clock,
+    progress: Callable[[float], None] | None,
+) -> RawTimings:
     estimate = config.estimated_s
     raw = RawTimings()
 

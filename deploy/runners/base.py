@@ -47,6 +47,9 @@ class Runner(ABC):
     device: str = "cpu"
     #: the torch.cuda.Stream work is enqueued on, or None for host-synchronous backends
     stream: Any = None
+    #: host-synchronous runners that take queries from several threads at once, each thread's
+    #: ``load_input``/``run``/``fetch`` its own (the benchmark's ``--streams`` on CPU)
+    concurrent: bool = False
 
     def __init__(self) -> None:
         self.is_active = False

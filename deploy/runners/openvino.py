@@ -87,6 +87,7 @@ class OpenVINORunner(Runner):
     """
 
     device = "cpu"
+    concurrent = True
 
     def __init__(
         self,

@@ -305,6 +305,47 @@ def test_several_host_runners_are_refused() -> None:
         time_case([FakeRunner(clock), FakeRunner(clock)], (1, 3, 32, 32), TimingConfig(iterations=1), clock=clock)
 
 
+def test_a_concurrent_runner_takes_one_query_per_stream_at_once() -> None:
+    """OpenVINO's --streams: one runner, N queries in flight, each timed on its own thread."""
+    import threading
+    import time as _time
+
+    class Concurrent(Runner):
+        name, concurrent = "concurrent", True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inflight = self.peak = 0
+            self.lock = threading.Lock()
+            self.local = threading.local()
+
+        @property
+        def output_names(self) -> list[str]:
+            return ["logits"]
+
+        def activate(self) -> None:
+            pass
+
+        def load_input(self, x: np.ndarray) -> np.ndarray:
+            return x
+
+        def run(self, handle: np.ndarray) -> None:
+            with self.lock:
+                self.inflight += 1
+                self.peak = max(self.peak, self.inflight)
+            _time.sleep(0.02)
+            with self.lock:
+                self.inflight -= 1
+            self.local.out = handle
+
+        def fetch(self) -> dict[str, np.ndarray]:
+            return {"logits": self.local.out}
+
+    r = Concurrent()
+    raw = time_case([r] * 3, (1, 3, 32, 32), TimingConfig(warmup_s=0.0, iterations=4))
+    assert raw.queries == 12 and r.peak == 3  # three queries really were in flight together
+
+
 def test_summary_throughput_images_and_tflops() -> None:
     clock = FakeClock()
     raw = time_case(FakeRunner(clock, run_ms=20), (4, 3, 64, 64), TimingConfig(warmup_s=0.0, iterations=10),
@@ -334,12 +375,23 @@ def test_summary_throughput_images_and_tflops() -> None:
         ({"onnx": "m.onnx", "variant": "s", "device": "cuda"}, "onnxruntime", "cuda"),
         ({"engine": "m.engine"}, "tensorrt", "cuda"),
         ({"engine": "m.engine", "backend": "tensorrt", "cuda_graph": True, "streams": 2}, "tensorrt", "cuda"),
+        ({"onnx": "m.onnx", "backend": "openvino", "streams": 2}, "openvino", "cpu"),
     ],
 )
 def test_backend_is_inferred(kwargs: dict[str, Any], backend: str, device: str) -> None:
     t = resolve_target(**kwargs)
     assert t.backend == backend and t.device == device
     assert t.precision == ("fp32" if backend == "torch" else None)
+    assert t.runtime_precision == ("auto" if backend == "openvino" else None)
+
+
+def test_openvino_precision_and_what_a_run_reports() -> None:
+    from deploy.bench.report import effective_precision
+
+    assert resolve_target(onnx="m.onnx", backend="openvino", precision="bf16").runtime_precision == "bf16"
+    assert effective_precision("fp32", "bf16") == "bf16"
+    assert effective_precision("int8", "bf16") == "int8+bf16"
+    assert effective_precision("fp16", None) == "fp16" and effective_precision("fp32", "fp32") == "fp32"
 
 
 @pytest.mark.parametrize(
@@ -359,6 +411,12 @@ def test_backend_is_inferred(kwargs: dict[str, Any], backend: str, device: str) 
         ({"variant": "s", "streams": 2}, "--streams"),
         ({"onnx": "a.onnx", "compile": True}, "--compile"),
         ({"onnx": "a.onnx", "weights": "w.pth"}, "--weights"),
+        ({"onnx": "a.onnx", "backend": "openvino", "device": "cuda"}, "openvino runs on --device cpu only"),
+        ({"onnx": "a.onnx", "backend": "openvino", "precision": "int4"}, "offers --precision"),
+        ({"engine": "a.engine", "backend": "openvino"}, "contradicts --engine"),
+        ({"variant": "s", "backend": "openvino"}, "openvino needs --onnx"),
+        ({"onnx": "a.onnx", "streams": 2}, "--streams"),
+        ({"variant": "s", "backend": "tvm"}, "unknown backend 'tvm'"),
     ],
 )
 def test_contradictions_are_usage_errors(kwargs: dict[str, Any], message: str) -> None:
