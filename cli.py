@@ -345,7 +345,19 @@ def validate(
     "--max-batch-size", type=click.IntRange(min=1), default=None,
     help="Triton max_batch_size [default: the engine's largest profile batch; ONNX: 32].",
 )
-@click.option("--instances", type=click.IntRange(min=1), default=1, help="Model instances per GPU (KIND_GPU count).")
+@click.option(
+    "--backend", "runtime", type=click.Choice(["tensorrt", "onnxruntime", "openvino"]), default=None,
+    help="Triton backend [default: tensorrt for --engine, onnxruntime for --onnx]; openvino serves --onnx on CPUs.",
+)
+@click.option(
+    "--instance-kind", type=click.Choice(["gpu", "cpu"]), default=None,
+    help="KIND_GPU or KIND_CPU instances [default: gpu; cpu for --backend openvino].",
+)
+@click.option("--instances", type=click.IntRange(min=1), default=1, help="Model instances per device (instance_group count).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Class names, one per line: copied beside the config as the logits' label_filename.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="OpenVINO: INFERENCE_NUM_THREADS.")
+@click.option("--streams", type=click.IntRange(min=1), default=None, help="OpenVINO: NUM_STREAMS.")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, help="Let Triton batch requests together.")
 @click.option(
     "--preferred-batch-sizes", type=click.IntRange(min=1), multiple=True,
@@ -359,7 +371,12 @@ def triton(
     repository: str,
     model_name: str | None,
     max_batch_size: int | None,
+    runtime: str | None,
+    instance_kind: str | None,
     instances: int,
+    labels: str | None,
+    threads: int | None,
+    streams: int | None,
     dynamic_batching: bool,
     preferred_batch_sizes: tuple[int, ...],
     max_queue_delay_us: int,
@@ -380,7 +397,8 @@ def triton(
             opts = resolve_options(
                 facts, model_name=model_name, max_batch_size=max_batch_size, instances=instances,
                 dynamic_batching=dynamic_batching, preferred_batch_sizes=preferred_batch_sizes,
-                max_queue_delay_us=max_queue_delay_us,
+                max_queue_delay_us=max_queue_delay_us, runtime=runtime, instance_kind=instance_kind,
+                labels=labels, threads=threads, streams=streams,
             )
             entry = write_model_entry(facts, opts, repository)
         except TritonOptionError as exc:
@@ -388,7 +406,8 @@ def triton(
     if as_json:
         echo_json(entry.to_dict())
         return
-    click.echo(f"wrote {entry.config_path.parent} ({facts.platform}, max_batch_size {opts.max_batch_size})")
+    served = "backend openvino" if opts.runtime == "openvino" else facts.platform
+    click.echo(f"wrote {entry.config_path.parent} ({served}, max_batch_size {opts.max_batch_size})")
     rows = [
         {"io": io, "name": t.name, "data_type": t.data_type, "dims": "[" + ", ".join(map(str, t.dims)) + "]"}
         for io, ts in (("input", facts.inputs), ("output", facts.outputs))
@@ -398,7 +417,7 @@ def triton(
     batching = (
         f"dynamic, preferred {list(opts.preferred_batch_sizes) or 'any'}" if opts.dynamic_batching else "off"
     )
-    click.echo(f"instances: {opts.instances} x KIND_GPU; batching: {batching}")
+    click.echo(f"instances: {opts.instances} x KIND_{opts.instance_kind.upper()}; batching: {batching}")
 
 
 class PredictResolution(Resolution):

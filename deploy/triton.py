@@ -1,7 +1,9 @@
 """Triton Inference Server model repository entries for ConvMLP engines and ONNX graphs.
 
 ``write_model_entry`` lays out ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.plan``
-(platform ``tensorrt_plan``) or ``REPO/NAME/1/model.onnx`` (``onnxruntime_onnx``).
+(platform ``tensorrt_plan``) or ``REPO/NAME/1/model.onnx``, served by Triton's
+onnxruntime backend (platform ``onnxruntime_onnx``, GPU or CPU instances) or by its
+OpenVINO backend (``backend: "openvino"``, CPU instances).
 Every fact in the config is read from the model itself: the ONNX graph and its
 ``metadata_props``, or the engine's sidecar manifest (``deploy.trt.manifest``).
 """
@@ -94,9 +96,9 @@ class ModelFacts:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
-    def default_name(self) -> str:
+    def default_name(self, runtime: str | None = None) -> str:
         kind = "_features" if self.kind == "features" else ""
-        suffix = "trt" if self.backend == "tensorrt" else "onnx"
+        suffix = "trt" if self.backend == "tensorrt" else "openvino" if runtime == "openvino" else "onnx"
         return f"convmlp_{self.variant or 'model'}{kind}_{suffix}"
 
 
@@ -110,6 +112,14 @@ class TritonOptions:
     dynamic_batching: bool = True
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    #: Triton backend serving the file: "tensorrt", "onnxruntime" or "openvino"
+    runtime: str = "onnxruntime"
+    #: "gpu" or "cpu" (KIND_GPU / KIND_CPU)
+    instance_kind: str = "gpu"
+    #: class-name file to copy beside the config (``label_filename`` of the first output)
+    labels: Path | None = None
+    #: backend parameters (OpenVINO: NUM_STREAMS, INFERENCE_NUM_THREADS, PERFORMANCE_HINT...)
+    parameters: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,11 @@ class ModelEntry:
             "model_name": self.model_name,
             "config": str(self.config_path),
             "model_file": str(self.model_path),
-            "platform": f.platform,
+            "platform": f.platform if o.runtime != "openvino" else None,
+            "backend": o.runtime,
+            "instance_kind": o.instance_kind,
+            "labels": str(o.labels) if o.labels else None,
+            "parameters": dict(o.parameters),
             "source": str(f.path),
             "variant": f.variant,
             "kind": f.kind,
@@ -304,6 +318,10 @@ def read_model_facts(*, engine: str | os.PathLike[str] | None = None, onnx: str 
 # --------------------------------------------------------------------------- options and config
 
 
+RUNTIMES = ("tensorrt", "onnxruntime", "openvino")
+INSTANCE_KINDS = ("gpu", "cpu")
+
+
 def resolve_options(
     facts: ModelFacts,
     *,
@@ -313,14 +331,54 @@ def resolve_options(
     dynamic_batching: bool = True,
     preferred_batch_sizes: Sequence[int] = (),
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+    runtime: str | None = None,
+    instance_kind: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    streams: int | None = None,
 ) -> TritonOptions:
     """Fill defaults from the model and refuse options it cannot serve (``TritonOptionError``).
 
-    Defaults: name ``convmlp_{variant}[_features]_{trt|onnx}``; max batch the
-    engine's profile maximum (ONNX: 32); preferred sizes the engine's opt batch
-    and the max batch.
+    Defaults: runtime ``tensorrt`` for engines, ``onnxruntime`` for ONNX; instances
+    ``gpu`` except with OpenVINO (CPU only); name ``convmlp_{variant}[_features]_{trt|onnx|openvino}``;
+    max batch the engine's profile maximum (ONNX: 32); preferred sizes the engine's
+    opt batch and the max batch. ``threads``/``streams`` are OpenVINO parameters.
     """
-    name = model_name or facts.default_name()
+    runtime = runtime or ("tensorrt" if facts.backend == "tensorrt" else "onnxruntime")
+    if runtime not in RUNTIMES:
+        raise TritonOptionError(f"unknown Triton backend {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    if (runtime == "tensorrt") != (facts.backend == "tensorrt"):
+        raise TritonOptionError(
+            f"--backend {runtime} does not serve {'a TensorRT engine' if facts.backend == 'tensorrt' else 'an ONNX graph'}"
+        )
+    kind = instance_kind or ("cpu" if runtime == "openvino" else "gpu")
+    if kind not in INSTANCE_KINDS:
+        raise TritonOptionError(f"--instance-kind must be gpu or cpu, not {kind!r}")
+    if runtime == "tensorrt" and kind != "gpu":
+        raise TritonOptionError("a TensorRT engine runs on the GPU only: drop --instance-kind cpu")
+    if runtime == "openvino" and kind != "cpu":
+        raise TritonOptionError("Triton's OpenVINO backend runs on the CPU: use --instance-kind cpu")
+    params: list[tuple[str, str]] = []
+    if threads is not None or streams is not None:
+        if runtime != "openvino":
+            raise TritonOptionError("--threads and --streams are OpenVINO backend parameters (--backend openvino)")
+        if threads is not None:
+            if threads < 1:
+                raise TritonOptionError(f"--threads must be >= 1, got {threads}")
+            params.append(("INFERENCE_NUM_THREADS", str(threads)))
+        if streams is not None:
+            if streams < 1:
+                raise TritonOptionError(f"--streams must be >= 1, got {streams}")
+            params.append(("NUM_STREAMS", str(streams)))
+    if runtime == "openvino":
+        params.append(("PERFORMANCE_HINT", "THROUGHPUT" if (streams or 1) > 1 else "LATENCY"))
+    label_path = None
+    if labels is not None:
+        label_path = Path(labels)
+        if facts.kind != "classifier" or facts.num_classes is None:
+            raise TritonOptionError("--labels applies to a classifier (this model outputs features)")
+        _check_labels(label_path, facts.num_classes)
+    name = model_name or facts.default_name(runtime)
     if not _NAME_RE.match(name):
         raise TritonOptionError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
     limit = facts.max_batch
@@ -347,12 +405,30 @@ def resolve_options(
         preferred = tuple(sorted({b for b in facts.opt_batches if b <= max_batch_size} | {max_batch_size}))
     if max_queue_delay_us < 0:
         raise TritonOptionError(f"max queue delay must be >= 0, got {max_queue_delay_us}")
-    return TritonOptions(name, max_batch_size, instances, dynamic_batching, preferred, max_queue_delay_us)
+    return TritonOptions(name, max_batch_size, instances, dynamic_batching, preferred, max_queue_delay_us,
+                         runtime, kind, label_path, tuple(params))
 
 
-def _tensor_block(t: TensorConfig) -> str:
+LABELS_FILE = "labels.txt"
+
+
+def _check_labels(path: Path, num_classes: int) -> None:
+    """One non-empty class name per line, exactly ``num_classes`` of them (``TritonOptionError``)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TritonOptionError(f"--labels {path}: cannot read it as UTF-8 text ({exc})") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) != num_classes:
+        raise TritonOptionError(f"--labels {path}: {len(lines)} lines but the model has {num_classes} classes")
+
+
+def _tensor_block(t: TensorConfig, label_filename: str | None = None) -> str:
     dims = ", ".join(str(d) for d in t.dims)
-    return f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {dims} ]\n  }}'
+    label = f'\n    label_filename: "{label_filename}"' if label_filename else ""
+    return f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {dims} ]{label}\n  }}'
 
 
 def render_config(facts: ModelFacts, opts: TritonOptions) -> str:
@@ -370,20 +446,27 @@ def render_config(facts: ModelFacts, opts: TritonOptions) -> str:
         if facts.hw_range:
             (h0, w0), (h1, w1) = facts.hw_range
             head.append(f"# Input height x width must lie within {h0}x{w0} .. {h1}x{w1} (engine profile).")
+    if opts.runtime == "openvino":
+        serve = ['backend: "openvino"', f'default_model_filename: "{facts.model_filename}"']
+    else:
+        serve = [f'platform: "{facts.platform}"']
+    labels = LABELS_FILE if opts.labels is not None else None
     lines = head + [
         f'name: "{opts.model_name}"',
-        f'platform: "{facts.platform}"',
+        *serve,
         f"max_batch_size: {opts.max_batch_size}",
         "input [",
         ",\n".join(_tensor_block(t) for t in facts.inputs),
         "]",
         "output [",
-        ",\n".join(_tensor_block(t) for t in facts.outputs),
+        ",\n".join(_tensor_block(t, labels if i == 0 else None) for i, t in enumerate(facts.outputs)),
         "]",
         "instance_group [",
-        f"  {{\n    count: {opts.instances}\n    kind: KIND_GPU\n  }}",
+        f"  {{\n    count: {opts.instances}\n    kind: KIND_{opts.instance_kind.upper()}\n  }}",
         "]",
     ]
+    for key, value in opts.parameters:
+        lines.append(f'parameters: {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}')
     if opts.dynamic_batching:
         lines.append("dynamic_batching {")
         if opts.preferred_batch_sizes:
@@ -423,6 +506,8 @@ def write_model_entry(facts: ModelFacts, opts: TritonOptions, repository: str | 
                 raise DeployError(f"{src}: file not found (needed by {facts.path.name})")
             dst.parent.mkdir(parents=True, exist_ok=True)
             staged.append((stage_copy(src, dst), dst))
+        if opts.labels is not None:
+            staged.append((stage_copy(opts.labels, entry / LABELS_FILE), entry / LABELS_FILE))
         staged.append((stage_bytes(config_text.encode(), entry / "config.pbtxt"), entry / "config.pbtxt"))
         for tmp, dst in staged:
             os.replace(tmp, dst)
@@ -432,6 +517,8 @@ def write_model_entry(facts: ModelFacts, opts: TritonOptions, repository: str | 
             tmp.unlink(missing_ok=True)
         if created and not done:
             shutil.rmtree(entry, ignore_errors=True)
+    if opts.labels is None:  # a class-name file of an earlier entry no config points at any more
+        (entry / LABELS_FILE).unlink(missing_ok=True)
     # a model file of the other platform left from an earlier entry would confuse readers
     for other in ("model.plan", "model.onnx"):
         if other != facts.model_filename:

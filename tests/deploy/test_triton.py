@@ -213,3 +213,65 @@ def test_failed_copy_keeps_existing_entry(tmp_path: Path, monkeypatch: pytest.Mo
     after = {p: p.read_bytes() for p in entry.rglob("*") if p.is_file()}
     assert after == before  # same files, same bytes, no temp files left
     assert _parse(entry / "config.pbtxt").max_batch_size == 32
+
+
+# --------------------------------------------------------------------------- CPU: onnxruntime and OpenVINO
+
+
+def _kinds(cfg) -> list[tuple[int, str]]:
+    return [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in cfg.instance_group]
+
+
+def test_onnx_on_cpu_instances(onnx_models, tmp_path: Path) -> None:
+    res = _run("--onnx", onnx_models["classifier"], "--repository", tmp_path, "--instance-kind", "cpu",
+               "--instances", "2")
+    assert res.exit_code == 0, res.output
+    assert "2 x KIND_CPU" in res.output
+    cfg = _parse(tmp_path / "convmlp_s_onnx" / "config.pbtxt")
+    assert cfg.platform == "onnxruntime_onnx" and _kinds(cfg) == [(2, "KIND_CPU")]
+
+
+def test_openvino_entry(onnx_models, tmp_path: Path) -> None:
+    labels = tmp_path / "names.txt"
+    labels.write_text("".join(f"class {i}\n" for i in range(1000)))
+    res = _run("--onnx", onnx_models["classifier"], "--repository", tmp_path / "repo", "--backend", "openvino",
+               "--labels", labels, "--threads", "2", "--streams", "2", "--json")
+    assert res.exit_code == 0, res.output
+    entry = tmp_path / "repo" / "convmlp_s_openvino"
+    cfg = _parse(entry / "config.pbtxt")
+    assert cfg.backend == "openvino" and not cfg.platform and cfg.default_model_filename == "model.onnx"
+    assert _kinds(cfg) == [(1, "KIND_CPU")]
+    assert {k: v.string_value for k, v in cfg.parameters.items()} == {
+        "INFERENCE_NUM_THREADS": "2", "NUM_STREAMS": "2", "PERFORMANCE_HINT": "THROUGHPUT"}
+    assert cfg.output[0].label_filename == "labels.txt"
+    assert (entry / "labels.txt").read_text() == labels.read_text()
+    assert _sha(entry / "1" / "model.onnx") == _sha(onnx_models["classifier"])
+    # rewritten without labels: the stale labels file goes
+    res = _run("--onnx", onnx_models["classifier"], "--repository", tmp_path / "repo", "--backend", "openvino")
+    assert res.exit_code == 0 and not (entry / "labels.txt").exists()
+    assert not _parse(entry / "config.pbtxt").output[0].label_filename
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "openvino", "--instance-kind", "gpu"], "OpenVINO backend runs on the CPU"),
+        (["--backend", "tensorrt"], "does not serve an ONNX graph"),
+        (["--threads", "2"], "OpenVINO backend parameters"),
+    ],
+)
+def test_cpu_option_mistakes(onnx_models, tmp_path: Path, args: list[str], message: str) -> None:
+    res = _run("--onnx", onnx_models["classifier"], "--repository", tmp_path, *args)
+    assert res.exit_code == 2 and message in res.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_labels_must_match_the_classes(onnx_models, tmp_path: Path, engine_file) -> None:
+    labels = tmp_path / "names.txt"
+    labels.write_text("a\nb\n")
+    res = _run("--onnx", onnx_models["classifier"], "--repository", tmp_path / "r", "--labels", labels)
+    assert res.exit_code == 2 and "2 lines but the model has 1000 classes" in res.output
+    res = _run("--onnx", onnx_models["features"], "--repository", tmp_path / "r", "--labels", labels)
+    assert res.exit_code == 2 and "applies to a classifier" in res.output
+    res = _run("--engine", engine_file(), "--repository", tmp_path / "r", "--instance-kind", "cpu")
+    assert res.exit_code == 2 and "GPU only" in res.output
