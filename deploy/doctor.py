@@ -1,4 +1,4 @@
-"""What this machine has, and which ``convmlp-deploy`` commands can run here."""
+"""What this machine has, and which ``convmlp-deploy`` commands (and backends) can run here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,24 @@ import platform
 import sys
 from typing import Any
 
-__all__ = ["collect", "component_rows", "command_rows"]
+__all__ = ["collect", "component_rows", "command_rows", "cpu_features", "OPTIONAL"]
+
+#: optional libraries, what needs them, and how to get them
+OPTIONAL: dict[str, tuple[str, str]] = {
+    "onnxscript": ("export --exporter dynamo (the default)", "pip install onnxscript"),
+    "onnxslim": ("export --simplifier onnxslim (the default)", "pip install onnxslim"),
+    "onnxsim": ("export --simplifier onnxsim", "pip install 'convmlp-deploy[onnxsim]'"),
+    "onnxconverter_common": ("export --fp16", "pip install onnxconverter-common"),
+    "openvino": ("--backend openvino", "pip install 'convmlp-deploy[openvino]'"),
+    "matplotlib": ("benchmark --plot", "pip install 'convmlp-deploy[plot]'"),
+    "tritonclient": ("triton: checks each config.pbtxt against Triton's ModelConfig schema",
+                     "pip install 'convmlp-deploy[triton]'"),
+    "modelopt": ("nothing here (NVIDIA ModelOpt; see README)", "pip install nvidia-modelopt"),
+}
+_DISTS = {"onnxconverter_common": "onnxconverter-common", "modelopt": "nvidia-modelopt"}
+
+#: /proc/cpuinfo flags that decide CPU precision: BF16 and INT8 matrix units
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile")
 
 
 def _version(dist: str) -> str | None:
@@ -25,6 +42,35 @@ def _first_version(*dists: str) -> str | None:
         if v:
             return v
     return None
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
+    """CPU model and the ISA flags that matter for BF16/INT8 (``cpuinfo``: the text of /proc/cpuinfo)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            cpuinfo = ""
+    model: str | None = None
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    model = model or platform.processor() or None
+    have = [f for f in _CPU_FLAGS if f in flags]
+    bf16 = "amx_bf16" in flags or "avx512_bf16" in flags
+    return {
+        "model": model,
+        "flags": have,
+        "bf16": bf16,
+        "bf16_unit": "AMX" if "amx_bf16" in flags else "AVX512_BF16" if bf16 else None,
+        "int8_unit": "AMX" if "amx_int8" in flags else "AVX512_VNNI" if "avx512_vnni" in flags else None,
+    }
 
 
 def _torch() -> dict[str, Any]:
@@ -58,56 +104,99 @@ def _tensorrt() -> dict[str, Any]:
     return {"version": str(trt.__version__), "problem": None}
 
 
+def _openvino() -> dict[str, Any]:
+    if importlib.util.find_spec("openvino") is None:
+        return {"version": None, "capabilities": []}
+    from .runners.openvino import cpu_capabilities
+
+    return {"version": _version("openvino"), "capabilities": cpu_capabilities()}
+
+
 def collect() -> dict[str, Any]:
-    """A JSON-able report: Python, PyTorch/CUDA/GPU, onnxruntime, TensorRT, optional tools, commands."""
+    """A JSON-able report: Python, CPU, PyTorch/CUDA/GPU, runtimes, optional libraries, and per command
+    whether it can run here (with the reason and the backends it can use)."""
+    from .backends import BACKENDS
+
     torch_info = _torch()
     ort = _onnxruntime()
     trt = _tensorrt()
-    tools = {
-        "modelopt": _version("nvidia-modelopt") if importlib.util.find_spec("modelopt") else None,
-        "onnxsim": _version("onnxsim") if importlib.util.find_spec("onnxsim") else None,
-        "onnxslim": _version("onnxslim") if importlib.util.find_spec("onnxslim") else None,
-        "tritonclient": _version("tritonclient") if importlib.util.find_spec("tritonclient") else None,
+    ov = _openvino()
+    cpu = cpu_features()
+    libs = {
+        name: (_version(_DISTS.get(name, name)) or "installed") if importlib.util.find_spec(name) else None
+        for name in OPTIONAL
     }
     has_onnx = importlib.util.find_spec("onnx") is not None
     cuda = torch_info["cuda_available"]
     have_trt = trt["version"] is not None
 
-    def can(ok: bool, why: str) -> dict[str, Any]:
-        return {"ok": ok, "why": None if ok else why}
-
-    backends = ["torch"] + (["torch-cuda"] if cuda else [])
-    backends += ["onnxruntime"] if ort["providers"] else []
-    backends += ["onnxruntime-cuda"] if "CUDAExecutionProvider" in ort["providers"] else []
-    backends += ["tensorrt"] if have_trt and cuda else []
-    commands = {
-        "export": can(torch_info["version"] is not None and has_onnx, "needs torch and onnx"),
-        "validate --onnx": can(bool(ort["providers"]), "needs onnxruntime: pip install 'convmlp-deploy[cpu]'"),
-        "build": can(have_trt and cuda, trt["problem"] or "needs a CUDA GPU visible to PyTorch"),
-        "validate --engine": can(have_trt and cuda, trt["problem"] or "needs a CUDA GPU visible to PyTorch"),
-        "benchmark": {"ok": True, "why": None, "backends": backends},
-        "triton": can(tools["tritonclient"] is not None, "needs tritonclient: pip install 'convmlp-deploy[triton]'"),
+    usable = {
+        "torch": torch_info["version"] is not None,
+        "onnxruntime": bool(ort["providers"]),
+        "tensorrt": have_trt and cuda,
+        "openvino": ov["version"] is not None,
     }
+    why_not = {
+        "torch": "needs torch",
+        "onnxruntime": BACKENDS["onnxruntime"].install,
+        "tensorrt": trt["problem"] or "needs a CUDA GPU visible to PyTorch",
+        "openvino": BACKENDS["openvino"].install,
+    }
+
+    def can(ok: bool, why: str, **extra: Any) -> dict[str, Any]:
+        return {"ok": ok, "why": None if ok else why, **extra}
+
+    def backends(reads: tuple[str, ...]) -> list[str]:
+        return [n for n, b in BACKENDS.items() if b.reads in reads and usable[n]]
+
+    file_backends = backends(("variant", "onnx", "engine"))
+    onnx_backends = backends(("onnx",))
+    commands = {
+        "profile": can(usable["torch"], why_not["torch"]),
+        "export": can(usable["torch"] and has_onnx and libs["onnxscript"] is not None,
+                      "needs torch, onnx and onnxscript (pip install onnxscript)"),
+        "export --fp16": can(libs["onnxconverter_common"] is not None, OPTIONAL["onnxconverter_common"][1]),
+        "export --int8": can(usable["onnxruntime"], "needs onnxruntime (its quantizer and calibration runs): "
+                             + why_not["onnxruntime"]),
+        "validate --onnx": can(bool(onnx_backends), why_not["onnxruntime"], backends=onnx_backends),
+        "validate --engine": can(usable["tensorrt"], why_not["tensorrt"]),
+        "build": can(usable["tensorrt"], why_not["tensorrt"]),
+        "benchmark": can(True, "", backends=file_backends),
+        "benchmark --plot": can(libs["matplotlib"] is not None, OPTIONAL["matplotlib"][1]),
+        "predict": can(True, "", backends=file_backends),
+        "evaluate": can(True, "", backends=file_backends),
+        "triton": can(True, ""),
+    }
+    if ov["version"] is not None:
+        bf16 = "BF16" in ov["capabilities"]
+        commands["--backend openvino --precision bf16"] = can(
+            bf16, f"this CPU has no native BF16 for OpenVINO ({', '.join(cpu['flags']) or 'no AVX-512'})"
+        )
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": cpu,
         "torch": torch_info["version"],
         "cuda_available": cuda,
         "cuda_version": torch_info["cuda_version"],
         "gpu": torch_info["gpu"],
         "onnxruntime": ort,
         "tensorrt": trt,
-        **tools,
+        "openvino": ov,
+        "libraries": libs,
         "commands": commands,
     }
 
 
 def component_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """(component, status) rows for the human-readable table."""
-    gpu = report["gpu"]
-    return [
+    gpu, cpu, ov = report["gpu"], report["cpu"], report["openvino"]
+    bf16 = f"BF16 on {cpu['bf16_unit']}" if cpu["bf16"] else "no native BF16"
+    int8 = f"INT8 on {cpu['int8_unit']}" if cpu["int8_unit"] else "no INT8 dot-product unit"
+    rows = [
         {"component": "python", "status": report["python"]},
-        {"component": "torch", "status": report["torch"]},
+        {"component": "cpu", "status": f"{cpu['model'] or 'unknown'}: {bf16}, {int8}"},
+        {"component": "torch", "status": report["torch"] or "not installed"},
         {"component": "cuda", "status": report["cuda_version"] if report["cuda_available"] else "not available"},
         {"component": "gpu", "status": f"{gpu['name']} (sm {gpu['compute_capability']})" if gpu else "none"},
         {
@@ -116,13 +205,20 @@ def component_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             if report["onnxruntime"]["version"] else "not installed",
         },
         {"component": "tensorrt", "status": report["tensorrt"]["version"] or "not installed"},
-        *({"component": k, "status": report[k] or "not installed"} for k in ("modelopt", "onnxsim", "onnxslim", "tritonclient")),
+        {"component": "openvino",
+         "status": f"{ov['version']} ({', '.join(ov['capabilities'])})" if ov["version"] else "not installed"},
     ]
+    for name, version in report["libraries"].items():
+        if name == "openvino":
+            continue
+        what, how = OPTIONAL[name]
+        rows.append({"component": name, "status": f"{version} (for {what})" if version else f"not installed: {how}"})
+    return rows
 
 
 def command_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, c in report["commands"].items():
-        note = ", ".join(c["backends"]) if "backends" in c else (c["why"] or "")
+        note = ("backends: " + ", ".join(c["backends"])) if c.get("backends") else (c["why"] or "")
         rows.append({"command": name, "ok": c["ok"], "note": note})
     return rows

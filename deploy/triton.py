@@ -36,6 +36,7 @@ __all__ = [
     "resolve_options",
     "render_config",
     "write_model_entry",
+    "check_schema",
     "DEFAULT_ONNX_MAX_BATCH",
 ]
 
@@ -476,6 +477,24 @@ def render_config(facts: ModelFacts, opts: TritonOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_schema(config_text: str) -> bool:
+    """Parse ``config_text`` with Triton's own ``ModelConfig`` protobuf when tritonclient is installed.
+
+    Returns False when it is not (nothing to check with); raises ``DeployError`` for a
+    config Triton would refuse to parse.
+    """
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        return False
+    try:
+        text_format.Parse(config_text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise DeployError(f"the config.pbtxt written would not parse as Triton's ModelConfig: {exc}") from None
+    return True
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -496,6 +515,7 @@ def write_model_entry(facts: ModelFacts, opts: TritonOptions, repository: str | 
     created = not entry.exists()
     version.mkdir(parents=True, exist_ok=True)
     config_text = render_config(facts, opts)
+    check_schema(config_text)
     staged: list[tuple[Path, Path]] = []
     done = False
     try:

@@ -275,3 +275,12 @@ def test_labels_must_match_the_classes(onnx_models, tmp_path: Path, engine_file)
     assert res.exit_code == 2 and "applies to a classifier" in res.output
     res = _run("--engine", engine_file(), "--repository", tmp_path / "r", "--instance-kind", "cpu")
     assert res.exit_code == 2 and "GPU only" in res.output
+
+
+def test_schema_check_refuses_what_triton_would_not_parse() -> None:
+    from deploy.errors import DeployError
+    from deploy.triton import check_schema
+
+    assert check_schema('name: "m"\nbackend: "openvino"\nmax_batch_size: 4\n') is True
+    with pytest.raises(DeployError, match="would not parse as Triton's ModelConfig"):
+        check_schema('name: "m"\nbackend: "openvino"\ninstance_kind: KIND_CPU\n')
