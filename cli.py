@@ -226,6 +226,13 @@ def echo_validation(report: Any) -> None:
 )
 @click.option("--fp16/--no-fp16", default=False, help="Also write the mixed-precision FP16 graph for TensorRT.")
 @click.option("--features", is_flag=True, help="Also write the F1..F4 backbone graph.")
+@click.option("--int8", is_flag=True, help="Also write the INT8 Q/DQ graph (INT8+FP16 for TensorRT); needs --calibration.")
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of images (searched recursively) to calibrate --int8 on.")
+@click.option("--calibration-count", type=click.IntRange(min=1), default=512,
+              help="Images calibrated on, picked reproducibly; up to 64 others are held out for validation.")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              help="How activation ranges are chosen from the calibration outputs.")
 @click.option(
     "--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim",
     help="Graph simplifier; its graph is kept only if no larger and still dynamic.",
@@ -233,7 +240,8 @@ def echo_validation(report: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def export(
     variant: str, weights: str | None, pretrained: bool, num_classes: int, output_dir: str, exporter: str,
-    opset: int | None, fp16: bool, features: bool, simplifier: str, as_json: bool,
+    opset: int | None, fp16: bool, features: bool, int8: bool, calibration: str | None, calibration_count: int,
+    calibration_method: str, simplifier: str, as_json: bool,
 ) -> None:
     """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
 
@@ -247,13 +255,17 @@ def export(
 
     if weights and pretrained:
         raise click.UsageError("give either --weights or --pretrained, not both")
+    if int8 != (calibration is not None):
+        raise click.UsageError("--int8 and --calibration DIR go together (INT8 is calibrated on your images)")
     cfg = ExportConfig(
         variant=variant.lower(), output_dir=Path(output_dir), weights=Path(weights) if weights else None,
         pretrained=pretrained, num_classes=num_classes, exporter=exporter, opset=opset, fp16=fp16, features=features,
-        simplifier=simplifier,
+        simplifier=simplifier, int8=int8, calibration=Path(calibration) if calibration else None,
+        calibration_count=calibration_count, calibration_method=calibration_method,
     )
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    with user_errors():
+    with user_errors(), _count_progress("calibrating", quiet=as_json) as progress:
+        cfg.calibration_progress = progress
         result = run_export(cfg, log=log)
     if as_json:
         echo_json(result.report)
@@ -290,10 +302,12 @@ def export(
     help="openvino: inference precision [default: auto, BF16 where the CPU has it]; the gate follows it.",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (onnxruntime / openvino).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of real photographs (up to 64 used) added as a case: top-1 agreement is gated on them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(
     onnx_path: str | None, engine_path: str | None, variant: str | None, weights: str | None, backend: str,
-    provider: str | None, precision: str | None, threads: int | None, as_json: bool,
+    provider: str | None, precision: str | None, threads: int | None, images: str | None, as_json: bool,
 ) -> None:
     """Check an ONNX graph or a TensorRT engine against PyTorch FP32 (exit 3 if it fails).
 
@@ -307,6 +321,8 @@ def validate(
         raise click.UsageError("give exactly one of --onnx PATH or --engine PATH")
     if provider and engine_path:
         raise click.UsageError("--provider applies to --onnx only")
+    if images and engine_path:
+        raise click.UsageError("--images applies to --onnx only")
     if provider and backend != "onnxruntime":
         raise click.UsageError("--provider is an onnxruntime option; drop it or use --backend onnxruntime")
     if precision and backend != "openvino":
@@ -316,8 +332,10 @@ def validate(
     with user_errors():
         if onnx_path:
             try:
+                photos = _photos(images) if images else ()
                 report = validate_onnx(onnx_path, variant=v, weights=weights, backend=backend, precision=precision,
-                                       threads=threads, providers=[provider] if provider else None, on_case=log)
+                                       threads=threads, providers=[provider] if provider else None, on_case=log,
+                                       images=photos)
             except ValueError as exc:
                 raise click.UsageError(str(exc)) from None
         else:
@@ -328,6 +346,16 @@ def validate(
         echo_validation(report)
     if not report.passed:
         raise ValidationFailed("validation failed: " + "; ".join(report.failures))
+
+
+def _photos(folder: str, limit: int = 64) -> list[Any]:
+    """Up to ``limit`` image files under ``folder`` (sorted), or a usage error when there are none."""
+    from convmlp.preprocess import list_images
+
+    found = list_images(folder)
+    if not found:
+        raise click.BadParameter(f"{folder}: no image files in it", param_hint="--images")
+    return found[:limit]
 
 
 # --------------------------------------------------------------------------- triton, predict
@@ -556,7 +584,7 @@ class ProfileParam(click.ParamType):
 
 @main.command(cls=GreedyCommand)
 @click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="ONNX graph from 'export' (the .fp16.onnx graph gives an FP16 engine).")
+              help="ONNX graph from 'export' (.fp16.onnx gives an FP16 engine, .int8.onnx an INT8+FP16 one).")
 @click.option("--min-shape", type=ShapeParam(), help="Smallest input NxCxHxW (with --opt-shape and --max-shape).")
 @click.option("--opt-shape", type=ShapeParam(), help="Input shape TensorRT tunes for.")
 @click.option("--max-shape", type=ShapeParam(), help="Largest input.")
@@ -770,6 +798,38 @@ def benchmark(
             click.echo(f"warning: b{r.batch} {r.height}x{r.width}: {w.message}")
     for path in written:
         click.echo(f"wrote {path}")
+
+
+@contextmanager
+def _count_progress(what: str, *, quiet: bool) -> Iterator[Any]:
+    """``progress(done, total)``: a rich bar on a terminal's stderr, else a plain line every 10%."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if quiet:
+        yield None
+        return
+    if not console.is_terminal:
+        step = {"last": -1}
+
+        def plain(done: int, total: int) -> None:
+            tenth = done * 10 // max(total, 1)
+            if tenth != step["last"] or done == total:
+                step["last"] = tenth
+                click.echo(f"{what}: {done}/{total}", err=True)
+
+        yield plain
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 @contextmanager

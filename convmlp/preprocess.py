@@ -45,6 +45,8 @@ __all__ = [
     "target_size",
     "crop_geometry",
     "preprocess",
+    "IMAGE_EXTENSIONS",
+    "list_images",
 ]
 
 NATIVE = "native"
@@ -213,3 +215,23 @@ def preprocess(
     std = np.asarray(pcfg.std, dtype=np.float32)
     x = (x - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+#: file extensions read as images by the commands that walk folders (calibration, evaluation)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
+
+
+def list_images(root: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``root`` (recursive, by extension, case-insensitive), sorted by relative path.
+
+    Hidden files and folders (``.name``) are skipped. The files are not opened here.
+    """
+    root = Path(root)
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())

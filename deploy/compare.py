@@ -31,9 +31,11 @@ class Tolerance:
 
     ``max_rel_l2``: relative L2 error of each output of each case. ``require_top1``:
     top-1 agrees on every sample. ``min_cosine``: every sample's cosine similarity
-    to the reference. ``min_top1_agreement``: the fraction of all samples of the run
-    whose top-1 agrees (reduced precisions flip near-ties now and then, a broken
-    graph flips most). ``basis``: the measurement the numbers come from.
+    to the reference. ``min_top1_agreement``: the fraction of the run's real
+    photographs (cases made with ``photo_case``) whose top-1 agrees; it is not
+    applied to the synthetic grid, whose logits (synthetic weights, image-like
+    noise) are near-ties that any reduced precision reorders. ``basis``: the
+    measurement the numbers come from.
     """
 
     precision: str
@@ -50,7 +52,7 @@ class Tolerance:
         if self.require_top1:
             parts.append("top-1 on every sample")
         if self.min_top1_agreement is not None:
-            parts.append(f"top-1 agreement >= {self.min_top1_agreement:.0%} of samples")
+            parts.append(f"top-1 agreement >= {self.min_top1_agreement:.0%} on real photos")
         return ", ".join(parts)
 
 
@@ -58,13 +60,22 @@ class Tolerance:
 FP32_TOLERANCE = Tolerance("fp32", 1e-4, require_top1=False, basis="measured ~1e-6 on S/M/L")
 #: measured 0.74e-3 to 1.04e-3 on ConvMLP-L, onnxruntime CPU, top-1 kept everywhere.
 FP16_TOLERANCE = Tolerance("fp16", 3e-3, require_top1=True, basis="measured 0.74e-3..1.04e-3 on L")
-#: OpenVINO BF16 (8-bit mantissa) on the FP32 graph, validation grid, S/M/L synthetic weights:
-#: rel L2 0.0065-0.0115, min cosine 0.99993, top-1 kept on 44 of 45 samples (one near-tie flip).
+#: OpenVINO BF16 (8-bit mantissa) on the FP32 graph, S/M/L synthetic weights: grid rel L2
+#: 0.0065-0.0115, min cosine 0.99993; 64 real photos: rel 0.008-0.011, top-1 agreement 98.4%.
 BF16_TOLERANCE = Tolerance(
     "bf16", 0.03, require_top1=False, min_cosine=0.999, min_top1_agreement=0.75,
-    basis="OpenVINO BF16, S/M/L: rel L2 0.0065-0.0115, cosine >= 0.99993, top-1 44/45",
+    basis="OpenVINO BF16, S/M/L: rel L2 0.0065-0.0115, cosine >= 0.99993, top-1 98.4% on photos",
 )
-TOLERANCES: dict[str, Tolerance] = {t.precision: t for t in (FP32_TOLERANCE, FP16_TOLERANCE, BF16_TOLERANCE)}
+#: INT8 Q/DQ (+FP16) graph, onnxruntime CPU, S/M/L synthetic weights, grid + 32-64 held-out photos:
+#: rel L2 0.015-0.061, min cosine 0.9978, top-1 agreement 78-91% (synthetic logits are near-ties).
+#: One activation scale clipped to 5% of its range: rel 0.13-1.06, cosine 0.46-0.992 (fails).
+INT8_TOLERANCE = Tolerance(
+    "int8", 0.1, require_top1=False, min_cosine=0.995, min_top1_agreement=0.6,
+    basis="Q/DQ on ORT CPU, S/M/L: rel L2 0.015-0.061, cosine >= 0.9978, top-1 78-91%",
+)
+TOLERANCES: dict[str, Tolerance] = {
+    t.precision: t for t in (FP32_TOLERANCE, FP16_TOLERANCE, BF16_TOLERANCE, INT8_TOLERANCE)
+}
 #: from most to least exact: a run is gated by the least exact precision it computes in
 _ORDER = ("fp32", "fp16", "bf16", "int8")
 
@@ -131,6 +142,8 @@ class CaseResult:
     shape: tuple[int, int, int, int]
     outputs: list[OutputMetrics]
     failures: list[str] = field(default_factory=list)
+    #: made of real photographs (the top-1 agreement gate counts these)
+    photos: bool = False
 
     @property
     def passed(self) -> bool:
@@ -138,11 +151,12 @@ class CaseResult:
 
     @property
     def label(self) -> str:
-        return "x".join(str(d) for d in self.shape)
+        return "x".join(str(d) for d in self.shape) + (" photos" if self.photos else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "shape": list(self.shape),
+            "photos": self.photos,
             "passed": self.passed,
             "failures": list(self.failures),
             "outputs": [asdict(o) for o in self.outputs],
@@ -154,6 +168,8 @@ def compare_outputs(
     reference: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     tolerance: Tolerance,
+    *,
+    photos: bool = False,
 ) -> CaseResult:
     """Compare by output name; a missing output or a shape mismatch is a failure, not an exception."""
     metrics: list[OutputMetrics] = []
@@ -174,7 +190,7 @@ def compare_outputs(
             failures.append(f"{name}: cosine {m.cosine_min:.6f} < {tolerance.min_cosine:g}")
         if tolerance.require_top1 and m.top1 is not None and m.top1 < 1.0:
             failures.append(f"{name}: top-1 differs on {round((1 - m.top1) * shape[0])} of {shape[0]} samples")
-    return CaseResult(shape, metrics, failures)
+    return CaseResult(shape, metrics, failures, photos)
 
 
 @dataclass
@@ -189,9 +205,11 @@ class ValidationReport:
 
     @property
     def top1_agreement(self) -> float | None:
-        """Fraction of all samples (every case, first classifier output) whose top-1 agrees."""
+        """Fraction of the real photographs (first classifier output) whose top-1 agrees; None without any."""
         agree = total = 0.0
         for c in self.cases:
+            if not c.photos:
+                continue
             top1 = next((o.top1 for o in c.outputs if o.top1 is not None), None)
             if top1 is not None:
                 agree += top1 * c.shape[0]
@@ -203,7 +221,7 @@ class ValidationReport:
         """Failures of the run as a whole (the top-1 agreement gate)."""
         need, got = self.tolerance.min_top1_agreement, self.top1_agreement
         if need is not None and got is not None and got < need:
-            return [f"top-1 agrees on {got:.0%} of samples < {need:.0%}"]
+            return [f"top-1 agrees on {got:.0%} of the real photos < {need:.0%}"]
         return []
 
     @property

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "sample_images",
     "ReferenceCase",
     "reference_cases",
+    "photo_case",
     "compare_runner",
     "validate_runner",
     "validate_onnx",
@@ -93,6 +95,7 @@ class ReferenceCase:
     shape: Shape
     inputs: np.ndarray
     outputs: dict[str, np.ndarray]
+    photos: bool = False  # real photographs rather than the synthetic grid
 
 
 def reference_cases(
@@ -111,6 +114,31 @@ def reference_cases(
     return cases
 
 
+def photo_case(
+    model: torch.nn.Module,
+    images: Sequence[str | os.PathLike[str]],
+    cfg: Any,
+    *,
+    output_names: list[str] | None = None,
+) -> ReferenceCase:
+    """One validation case made of real photographs: each image preprocessed by ``cfg`` (the
+    variant's weights config), stacked into one batch, with PyTorch FP32's outputs.
+    Unreadable images are left out; ``DeployError`` if none is readable."""
+    from convmlp.preprocess import ImageError, load_image, preprocess
+
+    batch = []
+    for path in images:
+        try:
+            batch.append(preprocess(load_image(path), cfg))
+        except ImageError:
+            continue
+    if not batch:
+        raise DeployError("none of the held-out images could be read")
+    x = np.concatenate(batch)
+    with TorchRunner(model, output_names=output_names) as ref:
+        return ReferenceCase(tuple(x.shape), x, ref.infer(x), photos=True)  # type: ignore[arg-type]
+
+
 def compare_runner(
     runner: Runner,
     cases: Sequence[ReferenceCase],
@@ -125,7 +153,9 @@ def compare_runner(
     for case in cases:
         if on_case:
             on_case(case.shape)
-        results.append(compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tolerance))
+        results.append(
+            compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tolerance, photos=case.photos)
+        )
     return ValidationReport(runner.name, model_label, weights, tolerance, results)
 
 
@@ -201,10 +231,14 @@ def validate_onnx(
     backend: str = "onnxruntime",
     precision: str | None = None,
     threads: int | None = None,
+    images: Sequence[str | os.PathLike[str]] = (),
     shapes: Sequence[Shape] = DEFAULT_GRID,
     on_case: Callable[[Shape], None] | None = None,
 ) -> ValidationReport:
     """Check any ONNX file written by ``export`` (or compatible) against PyTorch FP32.
+
+    ``images``: real photographs added as one more case (classifiers only), on which
+    the reduced-precision gates also check top-1 agreement.
 
     ``backend``: any backend of ``deploy.backends`` that reads ONNX (onnxruntime,
     openvino); ``precision``: its run-time precision where it has one (OpenVINO).
@@ -225,11 +259,18 @@ def validate_onnx(
     options = RunnerOptions(device=device, providers=providers, precision=precision, threads=threads)
     runner = b.open(path, options)
     model = reference_model(v, weights, features=features, num_classes=num_classes)
+    if images and features:
+        raise ValueError("--images applies to classifier graphs (top-1 agreement); this one outputs features")
     with runner:
         used = getattr(runner, "precision_used", None)
         label = graph_precision if used in (None, graph_precision) else f"{graph_precision} graph run in {used}"
-        report = validate_runner(
-            runner, model, shapes=shapes, tolerance=tolerance_for(graph_precision, used),
+        cases = reference_cases(model, shapes, output_names=runner.output_names)
+        if images:
+            from convmlp.weights import PRETRAINED_CFGS
+
+            cases.append(photo_case(model, images, PRETRAINED_CFGS[v], output_names=runner.output_names))
+        report = compare_runner(
+            runner, cases, tolerance=tolerance_for(graph_precision, used),
             model_label=f"{path.name} (convmlp_{v} {label})", weights=weights_label(weights), on_case=on_case,
         )
     return report

@@ -33,12 +33,14 @@ from deploy.validate import (
     SYNTHETIC_SEED,
     Shape,
     compare_runner,
+    photo_case,
     reference_cases,
     weights_label,
 )
 
-from .errors import ExportError
+from .errors import ExportError, ExportOptionError
 from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
+from .int8 import CalibrationSet, calibration_inputs, calibration_set, quantize_int8
 from .onnx import (
     DEFAULT_EXPORTER,
     check_available,
@@ -66,6 +68,12 @@ class ExportConfig:
     exporter: str = DEFAULT_EXPORTER
     opset: int | None = None  # None: the exporter's default
     fp16: bool = False
+    int8: bool = False
+    calibration: Path | None = None  # folder of images (recursive) for --int8
+    calibration_count: int = 512
+    calibration_method: str = "minmax"
+    #: called as calibration(done, total) while the INT8 graph is calibrated
+    calibration_progress: Callable[[int, int], None] | None = None
     features: bool = False
     simplifier: str = "onnxslim"
     shapes: Sequence[Shape] = DEFAULT_GRID
@@ -76,7 +84,7 @@ class ExportConfig:
 class GraphResult:
     """One written (or refused) graph."""
 
-    name: str  # "fp32", "fp16", "features"
+    name: str  # "fp32", "fp16", "int8", "features"
     path: Path
     precision: str
     simplify: SimplifyResult
@@ -121,6 +129,7 @@ def artifact_paths(variant: str, output_dir: Path) -> dict[str, Path]:
     return {
         "fp32": output_dir / f"{stem}.onnx",
         "fp16": output_dir / f"{stem}.fp16.onnx",
+        "int8": output_dir / f"{stem}.int8.onnx",
         "features": output_dir / f"{stem}.features.onnx",
         "report": output_dir / f"{stem}.report.json",
     }
@@ -198,6 +207,35 @@ def _build_models(cfg: ExportConfig) -> tuple[torch.nn.Module, torch.nn.Module |
     return model, features, model.checkpoint_sha256, label
 
 
+def _quantize(
+    cfg: ExportConfig, graph: onnx.ModelProto, calibration: CalibrationSet, log: Callable[[str], None]
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The INT8 Q/DQ graph of the simplified FP32 ``graph``, calibrated on ``calibration``."""
+    total = len(calibration.files)
+    log(f"int8: calibrating on {total} images from {calibration.root} ({calibration.method})")
+    inputs = calibration_inputs(calibration.files, PRETRAINED_CFGS[cfg.variant], skipped=calibration.skipped)
+
+    def progress(done: int) -> None:
+        if cfg.calibration_progress is not None:
+            cfg.calibration_progress(done, total)
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(graph)
+    quantized, facts = quantize_int8(copy, inputs, method=calibration.method, progress=progress)
+    for line in calibration.skipped:
+        log(f"int8: skipped unreadable image {line}")
+    return quantized, facts
+
+
+def _int8_metadata(calibration: CalibrationSet, facts: dict[str, Any]) -> dict[str, str]:
+    return {
+        "quantizer": f"{facts['quantizer']} {facts['onnxruntime'] or ''}".strip(),
+        "calibration_images": str(facts["calibration_batches"]),
+        "calibration_method": calibration.method,
+        "calibration_files_sha256": calibration.sha256,
+    }
+
+
 def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export, simplify, convert, validate and (only if everything passed) write the artifacts.
 
@@ -208,6 +246,11 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         raise ExportError("give either --weights or --pretrained, not both")
     opset = resolve_opset(cfg.exporter, cfg.opset)  # ExportOptionError before any work
     check_available(cfg.exporter)
+    calibration = None
+    if cfg.int8 != (cfg.calibration is not None):
+        raise ExportOptionError("--int8 and --calibration DIR go together")
+    if cfg.calibration is not None:
+        calibration = calibration_set(cfg.calibration, cfg.calibration_count, cfg.calibration_method)
     paths = artifact_paths(cfg.variant, cfg.output_dir)
     _check_output_dir(cfg.output_dir)
     timings: dict[str, float] = {}
@@ -221,6 +264,9 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     ]
     if cfg.fp16:
         jobs.append(("fp16", model, jobs[0][2], "fp16"))
+    if cfg.int8:
+        jobs.append(("int8", model, jobs[0][2], "int8"))
+    int8_facts: dict[str, Any] | None = None
     if features_model is not None:
         jobs.append(("features", features_model, io_spec(cfg.variant, features=True), "fp32"))
 
@@ -250,11 +296,19 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
                 t = time.perf_counter()
                 graph = to_fp16(graph)
                 timings["fp16_convert_s"] = time.perf_counter() - t
+            elif precision == "int8":
+                assert calibration is not None
+                t = time.perf_counter()
+                graph, int8_facts = _quantize(cfg, graph, calibration, log)
+                timings["int8_calibrate_s"] = time.perf_counter() - t
             else:
                 graph_copy = onnx.ModelProto()
                 graph_copy.CopyFrom(graph)
                 graph = graph_copy
-            set_metadata(graph, _metadata(cfg, spec, precision, sha, label, opset))
+            meta = _metadata(cfg, spec, precision, sha, label, opset)
+            if precision == "int8" and calibration is not None and int8_facts is not None:
+                meta.update(_int8_metadata(calibration, int8_facts))
+            set_metadata(graph, meta)
             onnx.checker.check_model(graph, full_check=True)
             staged[name] = staged_path(paths[name])
             staged[name].write_bytes(graph.SerializeToString())
@@ -263,10 +317,14 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
             t = time.perf_counter()
             if id(net) not in refs:
                 refs[id(net)] = reference_cases(net, cfg.shapes, output_names=spec.output_names)
+            cases = refs[id(net)]
+            if precision == "int8" and calibration is not None and calibration.held_out:
+                # real photographs the calibration did not see (the folder's other images)
+                cases = cases + [photo_case(net, calibration.held_out, PRETRAINED_CFGS[cfg.variant])]
             tol: Tolerance = tolerance_for(precision)
             with OnnxRuntimeRunner(staged[name], providers=cfg.providers) as runner:
                 report = compare_runner(
-                    runner, refs[id(net)], tolerance=tol, model_label=f"convmlp_{cfg.variant} {name}", weights=label
+                    runner, cases, tolerance=tol, model_label=f"convmlp_{cfg.variant} {name}", weights=label
                 )
             timings[f"{name}_validate_s"] = time.perf_counter() - t
             graphs.append(
@@ -298,8 +356,10 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
             "rewrites": rewrites,
         },
         "simplifier": cfg.simplifier,
+        "int8": int8_facts and {**int8_facts, "calibration": calibration.facts() if calibration else None},
         "fp16_converter": (
-            {"name": CONVERTER, "version": converter_version(), "fp32_ops": list(FP32_OPS)} if cfg.fp16 else None
+            {"name": CONVERTER, "version": converter_version(), "fp32_ops": list(FP32_OPS)}
+            if cfg.fp16 or cfg.int8 else None
         ),
         "weights": label,
         "checkpoint_sha256": sha,

@@ -87,7 +87,7 @@ class BuildPlan:
     hardware_level: str | None
     workspace_bytes: int
     opt_level: int
-    precision: str  # of the engine: "fp16" or "fp32"
+    precision: str  # of the engine: "fp32", "fp16" or "int8" (INT8 Q/DQ layers + FP16 elsewhere)
 
 
 def plan_build(options: BuildOptions, *, graph_precision: str, tensorrt_major: int) -> BuildPlan:
@@ -96,8 +96,8 @@ def plan_build(options: BuildOptions, *, graph_precision: str, tensorrt_major: i
     TensorRT 10: ``STRONGLY_TYPED`` network flag (unless weak typing was asked for).
     TensorRT 11+: every network is strongly typed; no creation flag, no precision flags.
     """
-    if graph_precision not in ("fp16", "fp32"):
-        raise ValueError(f"graph precision must be fp16 or fp32, got {graph_precision!r}")
+    if graph_precision not in ("fp16", "fp32", "int8"):
+        raise ValueError(f"graph precision must be fp32, fp16 or int8, got {graph_precision!r}")
     set_flags: list[str] = []
     clear_flags: list[str] = []
     precision = graph_precision
@@ -107,8 +107,10 @@ def plan_build(options: BuildOptions, *, graph_precision: str, tensorrt_major: i
                 "TensorRT 11 removed weak typing (BuilderFlag.FP16): build the FP16 ONNX graph that "
                 "'convmlp-deploy export' writes (convmlp_<variant>.fp16.onnx) instead"
             )
-        if graph_precision == "fp16":
-            raise DeployError("weak FP16 is for FP32 graphs; this graph is already FP16: build it as is")
+        if graph_precision != "fp32":
+            raise DeployError(
+                f"weak FP16 is for FP32 graphs; this graph is already {graph_precision.upper()}: build it as is"
+            )
         network_flags: tuple[str, ...] = ()
         set_flags.append("FP16")
         precision = "fp16"

@@ -26,7 +26,7 @@ class OnnxInfo:
     sha256: str
     input_names: list[str]
     output_names: list[str]
-    precision: str  # "fp16" if the graph carries FP16 weights or tensors, else "fp32"
+    precision: str  # "int8" for a Q/DQ graph, "fp16" if it carries FP16 weights or tensors, else "fp32"
     kind: str  # "classifier" or "features"
     variant: str | None
     num_classes: int | None
@@ -56,9 +56,10 @@ def inspect_onnx(path: str | os.PathLike[str]) -> OnnxInfo:
     ) or any(
         a.name == "to" and a.i == half for n in graph.node if n.op_type == "Cast" for a in n.attribute
     )
-    precision = meta.get("precision") or ("fp16" if has_half else "fp32")
-    if precision not in ("fp16", "fp32"):
-        raise DeployError(f"{p}: metadata precision {precision!r} is neither fp16 nor fp32")
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
+    precision = meta.get("precision") or ("int8" if has_qdq else "fp16" if has_half else "fp32")
+    if precision not in ("fp16", "fp32", "int8"):
+        raise DeployError(f"{p}: metadata precision {precision!r} is not fp32, fp16 or int8")
 
     kind = meta.get("kind") or ("features" if outputs and all(o.startswith("f") for o in outputs) else "classifier")
     num_classes: int | None = None

@@ -230,3 +230,19 @@ def test_build_planning_reads_the_exported_graphs(exported):
             plan = plan_build(BuildOptions(), graph_precision=info.precision, tensorrt_major=major)
             assert plan.precision == precision
             assert plan.network_flags == (("STRONGLY_TYPED",) if major == 10 else ())
+
+
+def test_validate_with_real_photos(exported, tmp_path):
+    from tests.photos import HELD_OUT_PHOTOS, make_photo_set
+
+    make_photo_set(tmp_path / "photos", 6, sources=HELD_OUT_PHOTOS, size=(128, 96))
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.onnx"), "--images",
+                                        str(tmp_path / "photos"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    photos = [c for c in data["cases"] if c["photos"]]
+    assert len(photos) == 1 and photos[0]["shape"] == [6, 3, 224, 224] and data["top1_agreement"] == 1.0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.onnx"), "--images", str(empty)])
+    assert res.exit_code == 2 and "no image files" in res.output

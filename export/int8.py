@@ -1,0 +1,264 @@
+"""FP32 -> INT8 Q/DQ graph (explicit quantization) for strongly typed TensorRT builds, calibrated on images.
+
+TensorRT 10 deprecated and 11 removed implicit INT8 calibration; INT8 now lives in
+the graph as QuantizeLinear/DequantizeLinear pairs, which a strongly typed build
+turns into INT8 kernels. The graph follows TensorRT's rules for explicit
+quantization:
+
+- symmetric INT8, zero points 0; per-channel scales on conv and linear weights
+  along the output-channel axis (Conv: axis 0 of [O, I, kh, kw]; MatMul: axis 1 of
+  [K, N]), per-tensor scales on activations;
+- Q/DQ on the inputs of every Conv and MatMul (activation and weight), none on
+  their outputs, so the following element-wise ops run in floating point;
+- biases stay floating point (TensorRT's Q/DQ types are INT8, FP8, INT4 and FP4:
+  there is no INT32 bias dequantization);
+- LayerNormalization, the reductions and the head's Gemm are not quantized;
+- float32 graph input and output.
+
+Everything that is not INT8 runs in FP16, as in the FP16 graph (INT8+FP16, what
+trtexec ``--best`` gives): after quantization the graph is moved to opset 19 —
+the first whose QuantizeLinear/DequantizeLinear take float16 scales, so that a
+DequantizeLinear hands FP16 straight to its Conv or MatMul — and converted with
+``export.fp16.to_fp16`` (LayerNormalization and the reductions stay FP32 there).
+
+Quantizer: ``onnxruntime.quantization.quantize_static`` (QDQ format), a well-kept,
+CPU-installable quantizer with MinMax, Entropy and Percentile calibration. NVIDIA
+ModelOpt's ONNX quantizer would also do, but ``nvidia-modelopt[onnx]`` pulls
+``onnxruntime-gpu`` and ``cupy``, which break a CPU install (see export/fp16.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from convmlp.preprocess import ImageError, list_images, load_image, preprocess
+from convmlp.weights import PretrainedCfg
+
+from .errors import ExportError, ExportOptionError
+from .fp16 import to_fp16
+
+__all__ = [
+    "METHODS",
+    "QUANTIZED_OPS",
+    "EXCLUDED_NODES",
+    "Q_DQ_OPSET",
+    "CalibrationSet",
+    "calibration_set",
+    "calibration_inputs",
+    "quantize_int8",
+    "quantizer_version",
+    "count_qdq",
+]
+
+METHODS = ("minmax", "entropy", "percentile")
+QUANTIZED_OPS = ("Conv", "MatMul")
+#: the classifier head (global pool -> Gemm) stays in floating point
+EXCLUDED_NODES = ("head/Gemm",)
+#: QuantizeLinear/DequantizeLinear accept float16 scales from opset 19
+Q_DQ_OPSET = 19
+QUANTIZER = "onnxruntime.quantization quantize_static (QDQ)"
+
+
+def quantizer_version() -> str | None:
+    try:
+        return importlib.metadata.version("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.metadata.version("onnxruntime-gpu") if _have("onnxruntime-gpu") else None
+
+
+def _have(dist: str) -> bool:
+    try:
+        importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@dataclass
+class CalibrationSet:
+    """The images calibration runs on, the ones held out for validation, and the facts recorded."""
+
+    root: Path
+    files: list[Path]
+    held_out: list[Path]
+    method: str
+    found: int
+    sha256: str  # of the sorted relative paths of ``files``, one per line
+    skipped: list[str] = field(default_factory=list)
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "images": len(self.files),
+            "found": self.found,
+            "method": self.method,
+            "files_sha256": self.sha256,
+            "held_out": len(self.held_out),
+            "skipped": list(self.skipped),
+        }
+
+
+def calibration_set(
+    root: str | Path, count: int, method: str, *, seed: int = 0, held_out: int = 64
+) -> CalibrationSet:
+    """Pick ``count`` images under ``root`` reproducibly (same folder, same pick), and up to
+    ``held_out`` of the others for validation. ``ExportOptionError`` for bad arguments."""
+    root = Path(root)
+    if method not in METHODS:
+        raise ExportOptionError(f"--calibration-method must be one of {', '.join(METHODS)}, not {method!r}")
+    if count < 1:
+        raise ExportOptionError(f"--calibration-count must be >= 1, got {count}")
+    if not root.is_dir():
+        raise ExportOptionError(f"--calibration {root}: not a folder")
+    images = list_images(root)
+    if not images:
+        raise ExportOptionError(f"--calibration {root}: no image files in it (searched recursively)")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    chosen = sorted((images[i] for i in order[:count]), key=lambda p: p.relative_to(root).as_posix())
+    rest = [images[i] for i in order[count:count + held_out]]
+    listing = "\n".join(p.relative_to(root).as_posix() for p in chosen) + "\n"
+    return CalibrationSet(root, chosen, rest, method, len(images), hashlib.sha256(listing.encode()).hexdigest())
+
+
+def calibration_inputs(
+    files: Sequence[Path], cfg: PretrainedCfg, *, skipped: list[str] | None = None
+) -> Iterator[np.ndarray]:
+    """One preprocessed (1, 3, H, W) float32 batch per readable file (the variant's input size);
+    unreadable files are named in ``skipped`` and left out."""
+    for path in files:
+        try:
+            yield preprocess(load_image(path), cfg)
+        except ImageError as exc:
+            if skipped is not None:
+                skipped.append(f"{path}: {exc}")
+
+
+def quantize_int8(
+    proto: onnx.ModelProto,
+    inputs: Iterator[np.ndarray],
+    *,
+    method: str = "minmax",
+    input_name: str = "input",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Calibrate on ``inputs`` and return the INT8+FP16 Q/DQ graph of the FP32 ``proto`` and its facts.
+
+    ``progress(n)`` is called after each calibration batch. Raises ``ExportError``
+    when no input came or the quantizer fails.
+    """
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError:
+        raise ExportError("--int8 needs onnxruntime (its quantizer): pip install 'convmlp-deploy[cpu]'") from None
+    if method not in METHODS:
+        raise ExportOptionError(f"unknown calibration method {method!r}: choose one of {', '.join(METHODS)}")
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(inputs, None)
+            if batch is None:
+                return None
+            self.seen += 1
+            if progress is not None:
+                progress(self.seen)
+            return {input_name: batch}
+
+    reader = Reader()
+    present = {n.name for n in proto.graph.node}
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(prefix="convmlp-int8-") as tmp:
+        out = Path(tmp) / "qdq.onnx"
+        logger = logging.getLogger()
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # quantize_static logs a pre-processing hint at WARNING on every call
+        try:
+            quantize_static(
+                proto,
+                out,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=[n for n in EXCLUDED_NODES if n in present],
+                calibrate_method=calibrate,
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                },
+            )
+        except Exception as exc:
+            if reader.seen == 0:
+                raise ExportError("--calibration: no image could be read for calibration") from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ExportError(f"INT8 quantization failed: {first}") from None
+        finally:
+            logger.setLevel(level)
+        if reader.seen == 0:
+            raise ExportError("--calibration: no image could be read for calibration")
+        qdq = onnx.load(str(out))
+    qdq = _to_opset(qdq, Q_DQ_OPSET)
+    graph = to_fp16(qdq)
+    facts = {
+        "quantizer": QUANTIZER,
+        "onnxruntime": quantizer_version(),
+        "calibration_batches": reader.seen,
+        "method": method,
+        "quantized_ops": list(QUANTIZED_OPS),
+        "excluded_nodes": [n for n in EXCLUDED_NODES if n in present],
+        "opset": Q_DQ_OPSET,
+        **count_qdq(graph),
+    }
+    return graph, facts
+
+
+def _to_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return proto
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, opset)
+    except Exception as exc:
+        raise ExportError(f"cannot move the Q/DQ graph from opset {current} to {opset}: {exc}") from None
+
+
+def count_qdq(proto: onnx.ModelProto) -> dict[str, int]:
+    """How many Q and DQ nodes, and how many Conv/MatMul consume a dequantized weight."""
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    inits = {i.name for i in proto.graph.initializer}
+    quantized = sum(
+        1 for n in proto.graph.node
+        if n.op_type in QUANTIZED_OPS and len(n.input) > 1
+        and producers.get(n.input[1]) is not None and producers[n.input[1]].op_type == "DequantizeLinear"
+        and producers[n.input[1]].input[0] in inits
+    )
+    ops = [n.op_type for n in proto.graph.node]
+    return {"quantize_nodes": ops.count("QuantizeLinear"), "dequantize_nodes": ops.count("DequantizeLinear"),
+            "int8_layers": quantized}
