@@ -201,7 +201,7 @@ def echo_validation(report: Any) -> None:
     click.echo(f"gate ({tol.precision}): {tol.describe()}")
     echo_table(report.rows(), VALIDATION_COLUMNS)
     if report.top1_agreement is not None and tol.min_top1_agreement is not None:
-        click.echo(f"top-1 agreement over all samples: {report.top1_agreement:.1%}")
+        click.echo(f"top-1 agreement on the real photos: {report.top1_agreement:.1%}")
     click.echo("PASSED" if report.passed else "FAILED: " + "; ".join(report.failures))
 
 
@@ -233,6 +233,8 @@ def echo_validation(report: Any) -> None:
               help="Images calibrated on, picked reproducibly; up to 64 others are held out for validation.")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               help="How activation ranges are chosen from the calibration outputs.")
+@click.option("--int8-layout", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt",
+              help="INT8 graph for TensorRT (symmetric, INT8+FP16) or for x86 CPU runtimes (u8s8, FP32 elsewhere).")
 @click.option(
     "--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim",
     help="Graph simplifier; its graph is kept only if no larger and still dynamic.",
@@ -241,7 +243,7 @@ def echo_validation(report: Any) -> None:
 def export(
     variant: str, weights: str | None, pretrained: bool, num_classes: int, output_dir: str, exporter: str,
     opset: int | None, fp16: bool, features: bool, int8: bool, calibration: str | None, calibration_count: int,
-    calibration_method: str, simplifier: str, as_json: bool,
+    calibration_method: str, int8_layout: str, simplifier: str, as_json: bool,
 ) -> None:
     """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
 
@@ -261,7 +263,7 @@ def export(
         variant=variant.lower(), output_dir=Path(output_dir), weights=Path(weights) if weights else None,
         pretrained=pretrained, num_classes=num_classes, exporter=exporter, opset=opset, fp16=fp16, features=features,
         simplifier=simplifier, int8=int8, calibration=Path(calibration) if calibration else None,
-        calibration_count=calibration_count, calibration_method=calibration_method,
+        calibration_count=calibration_count, calibration_method=calibration_method, int8_layout=int8_layout,
     )
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     with user_errors(), _count_progress("calibrating", quiet=as_json) as progress:

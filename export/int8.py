@@ -21,6 +21,15 @@ the first whose QuantizeLinear/DequantizeLinear take float16 scales, so that a
 DequantizeLinear hands FP16 straight to its Conv or MatMul — and converted with
 ``export.fp16.to_fp16`` (LayerNormalization and the reductions stay FP32 there).
 
+``layout="cpu"`` (``export --int8-layout cpu``) makes the graph onnxruntime and
+OpenVINO run fastest on x86 CPUs instead, measured in benchmarks/RESULTS.md:
+unsigned 8-bit asymmetric activations (the u8s8 VNNI kernels), Q/DQ on outputs too
+(so onnxruntime chains QLinearConv/QLinearMatMul instead of re-quantizing at every
+layer), INT32 biases and FP32 everywhere else (onnxruntime's CPU provider has no
+FP16 kernels for most ops: the TensorRT-shaped graph runs 2-3x slower than FP32
+there). TensorRT cannot build it (it takes symmetric signed INT8 only): ``build``
+refuses it.
+
 Quantizer: ``onnxruntime.quantization.quantize_static`` (QDQ format), a well-kept,
 CPU-installable quantizer with MinMax, Entropy and Percentile calibration. NVIDIA
 ModelOpt's ONNX quantizer would also do, but ``nvidia-modelopt[onnx]`` pulls
@@ -49,6 +58,7 @@ from .fp16 import to_fp16
 
 __all__ = [
     "METHODS",
+    "LAYOUTS",
     "QUANTIZED_OPS",
     "EXCLUDED_NODES",
     "Q_DQ_OPSET",
@@ -61,6 +71,8 @@ __all__ = [
 ]
 
 METHODS = ("minmax", "entropy", "percentile")
+#: ``tensorrt``: TensorRT's explicit-quantization rules, INT8+FP16; ``cpu``: fastest on x86 CPU runtimes
+LAYOUTS = ("tensorrt", "cpu")
 QUANTIZED_OPS = ("Conv", "MatMul")
 #: the classifier head (global pool -> Gemm) stays in floating point
 EXCLUDED_NODES = ("head/Gemm",)
@@ -148,10 +160,12 @@ def quantize_int8(
     inputs: Iterator[np.ndarray],
     *,
     method: str = "minmax",
+    layout: str = "tensorrt",
     input_name: str = "input",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Calibrate on ``inputs`` and return the INT8+FP16 Q/DQ graph of the FP32 ``proto`` and its facts.
+    """Calibrate on ``inputs`` and return the Q/DQ graph of the FP32 ``proto`` and its facts:
+    INT8+FP16 by TensorRT's rules (``layout="tensorrt"``) or the x86 CPU layout (``"cpu"``).
 
     ``progress(n)`` is called after each calibration batch. Raises ``ExportError``
     when no input came or the quantizer fails.
@@ -168,6 +182,9 @@ def quantize_int8(
         raise ExportError("--int8 needs onnxruntime (its quantizer): pip install 'convmlp-deploy[cpu]'") from None
     if method not in METHODS:
         raise ExportOptionError(f"unknown calibration method {method!r}: choose one of {', '.join(METHODS)}")
+    if layout not in LAYOUTS:
+        raise ExportOptionError(f"unknown INT8 layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    cpu = layout == "cpu"
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -200,15 +217,15 @@ def quantize_int8(
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 per_channel=True,
                 reduce_range=False,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=[n for n in EXCLUDED_NODES if n in present],
                 calibrate_method=calibrate,
                 extra_options={
-                    "ActivationSymmetric": True,
+                    "ActivationSymmetric": not cpu,
                     "WeightSymmetric": True,
-                    "QuantizeBias": False,
-                    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                    "QuantizeBias": cpu,
+                    "OpTypesToExcludeOutputQuantization": [] if cpu else list(QUANTIZED_OPS),
                     "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
                 },
             )
@@ -222,16 +239,17 @@ def quantize_int8(
         if reader.seen == 0:
             raise ExportError("--calibration: no image could be read for calibration")
         qdq = onnx.load(str(out))
-    qdq = _to_opset(qdq, Q_DQ_OPSET)
-    graph = to_fp16(qdq)
+    graph = qdq if cpu else to_fp16(_to_opset(qdq, Q_DQ_OPSET))
+    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
     facts = {
+        "layout": layout,
         "quantizer": QUANTIZER,
         "onnxruntime": quantizer_version(),
         "calibration_batches": reader.seen,
         "method": method,
         "quantized_ops": list(QUANTIZED_OPS),
         "excluded_nodes": [n for n in EXCLUDED_NODES if n in present],
-        "opset": Q_DQ_OPSET,
+        "opset": opset,
         **count_qdq(graph),
     }
     return graph, facts

@@ -72,6 +72,7 @@ class ExportConfig:
     calibration: Path | None = None  # folder of images (recursive) for --int8
     calibration_count: int = 512
     calibration_method: str = "minmax"
+    int8_layout: str = "tensorrt"  # or "cpu" (export.int8)
     #: called as calibration(done, total) while the INT8 graph is calibrated
     calibration_progress: Callable[[int, int], None] | None = None
     features: bool = False
@@ -221,7 +222,8 @@ def _quantize(
 
     copy = onnx.ModelProto()
     copy.CopyFrom(graph)
-    quantized, facts = quantize_int8(copy, inputs, method=calibration.method, progress=progress)
+    quantized, facts = quantize_int8(copy, inputs, method=calibration.method, layout=cfg.int8_layout,
+                                     progress=progress)
     for line in calibration.skipped:
         log(f"int8: skipped unreadable image {line}")
     return quantized, facts
@@ -232,6 +234,7 @@ def _int8_metadata(calibration: CalibrationSet, facts: dict[str, Any]) -> dict[s
         "quantizer": f"{facts['quantizer']} {facts['onnxruntime'] or ''}".strip(),
         "calibration_images": str(facts["calibration_batches"]),
         "calibration_method": calibration.method,
+        "int8_layout": facts["layout"],
         "calibration_files_sha256": calibration.sha256,
     }
 

@@ -290,6 +290,11 @@ def build_engine(
     profiles = list(profiles)
     info = inspect_onnx(onnx_path)
     check_build_inputs(info, profiles)
+    if info.metadata.get("int8_layout") == "cpu":
+        raise DeployError(
+            f"{info.path} is the CPU INT8 layout (unsigned asymmetric activations), which TensorRT cannot build: "
+            "export it with --int8-layout tensorrt"
+        )
     out = Path(output) if output is not None else default_engine_path(info.path)
     if out.resolve() == info.path.resolve():
         raise DeployError(f"output {out} would overwrite the ONNX file")

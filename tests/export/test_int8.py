@@ -175,3 +175,22 @@ def test_unreadable_calibration_images_are_skipped(tmp_path):
     cal = result.report["int8"]["calibration"]
     assert cal["images"] == 7 and len(cal["skipped"]) == 1 and "broken.jpg" in cal["skipped"][0]
     assert result.report["int8"]["calibration_batches"] == 6
+
+
+def test_cpu_layout_is_fp32_u8s8_and_tensorrt_refuses_it(tmp_path):
+    make_photo_set(tmp_path / "photos", 12, sources=CALIBRATION_PHOTOS, size=(96, 96))
+    out = tmp_path / "art"
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "--int8", "--int8-layout", "cpu", "--calibration",
+                                        str(tmp_path / "photos"), "--calibration-count", "8", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    proto = onnx.load(str(out / "convmlp_s.int8.onnx"))
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert get_metadata(proto)["int8_layout"] == "cpu"
+    assert not [i for i in inits.values() if i.data_type == F16]  # FP32 around the INT8 layers
+    q = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert q and all(inits[n.input[2]].data_type == TensorProto.UINT8 for n in q)  # u8 activations
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert any(producer.get(n.input[2]) is not None for n in convs)  # INT32 biases, dequantized
+    res = CliRunner().invoke(cli.main, ["build", "--onnx", str(out / "convmlp_s.int8.onnx")])
+    assert res.exit_code == 1 and "TensorRT cannot build" in res.output and "--int8-layout tensorrt" in res.output
