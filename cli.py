@@ -549,6 +549,124 @@ def predict(
         raise click.ClickException(f"{failed} of {len(results)} images could not be classified")
 
 
+EVAL_COLUMNS = [
+    ("name", "model"), ("precision", "precision"), ("top1", "top-1"), ("top5", "top-5"),
+    ("top1_vs_reference", "vs torch (pts)"), ("agreement", "agrees w/ torch"), ("images_per_s", "images/s"),
+]
+
+
+@main.command(cls=GreedyCommand)
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Labelled images: one folder per class (ImageFolder), or any layout with --labels-file.")
+@click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Lines 'relative/path label_index' (paths relative to --data), as ImageNet val lists.")
+@click.option("--variant", "-v", type=VARIANT, default=None, help="PyTorch ConvMLP variant (the reference row).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --variant.")
+@click.option("--pretrained", is_flag=True, help="Official ImageNet-1k weights for --variant (downloads).")
+@click.option("--onnx", "onnx_paths", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="ONNX graph(s) from 'export' (FP32, FP16, INT8...); several allowed.")
+@click.option("--onnx-backend", "onnx_backends", type=click.Choice([n for n, b in BACKENDS.items() if b.reads == "onnx"]),
+              multiple=True, help="Runtime(s) for each --onnx [default: onnxruntime]; several give a row each.")
+@click.option("--engine", "engine_paths", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="TensorRT engine(s) (with their .json sidecars); several allowed.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=32, help="Images per inference.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N images.")
+@click.option("--resolution", "-r", type=RESOLUTION, default=None,
+              help="Input size (224 or HxW) [default: the model's 224 crop].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON to stdout instead of the table.")
+@click.option("--json-out", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write JSON to FILE.")
+def evaluate(
+    data: str, labels_file: str | None, variant: str | None, weights: str | None, pretrained: bool,
+    onnx_paths: tuple[str, ...], onnx_backends: tuple[str, ...], engine_paths: tuple[str, ...], batch: int,
+    limit: int | None, resolution: tuple[int, int] | None, as_json: bool, json_out: str | None,
+) -> None:
+    """Top-1/top-5 accuracy on a labelled image set, every backend side by side on the same images.
+
+    Rows: --variant (PyTorch FP32, the reference: accuracy difference and image-by-image
+    top-1 agreement are against it), each --onnx on each --onnx-backend, each --engine.
+    Unreadable images are skipped and named. Exit 2 for an unusable data set (empty,
+    no class folders, bad list line, label beyond the model's classes); exit 1 when no
+    image can be read.
+    """
+    from contextlib import ExitStack
+    from pathlib import Path
+
+    from deploy.backends import RunnerOptions
+    from deploy.bench import write_text
+    from deploy.evaluate import DatasetError, load_dataset
+    from deploy.evaluate import evaluate as run_evaluate
+    from deploy.predict import open_classifier
+
+    if variant is None and not onnx_paths and not engine_paths:
+        raise click.UsageError("nothing to evaluate: give --variant, --onnx PATH or --engine PATH")
+    if (weights or pretrained) and variant is None:
+        raise click.UsageError("--weights and --pretrained go with --variant")
+    if weights and pretrained:
+        raise click.UsageError("give --weights or --pretrained, not both")
+    if onnx_backends and not onnx_paths:
+        raise click.UsageError("--onnx-backend goes with --onnx")
+    if json_out:
+        _check_output_file(json_out, "--json-out")
+    with user_errors():
+        try:
+            dataset = load_dataset(data, labels_file)
+        except DatasetError as exc:
+            raise click.UsageError(str(exc)) from None
+        with ExitStack() as stack:
+            models = []
+            try:
+                if variant is not None:
+                    models.append(open_classifier(variant=variant, weights=weights, pretrained=pretrained))
+                for path in onnx_paths:
+                    for b in onnx_backends or ("onnxruntime",):
+                        models.append(open_classifier(onnx=path, backend=b, options=RunnerOptions()))
+                for path in engine_paths:
+                    models.append(open_classifier(engine=path))
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
+            for m in models:
+                stack.enter_context(m.runner)
+                for note in m.notes:
+                    click.echo(f"Note: {note}", err=True)
+            with _count_progress("evaluating", quiet=as_json) as progress:
+                try:
+                    report = run_evaluate(models, dataset, batch=batch, limit=limit, resolution=resolution,
+                                          progress=progress)
+                except DatasetError as exc:
+                    raise click.UsageError(str(exc)) from None
+        if json_out:
+            write_text(Path(json_out), json.dumps(report.to_dict(), indent=2) + "\n")
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    click.echo(f"{report.images} images from {report.dataset} ({report.form}), {len(report.skipped)} skipped")
+    rows = report.rows()
+    for r in rows:
+        for k in ("top1", "top5", "agreement"):
+            if r[k] is not None:
+                r[k] = f"{100 * r[k]:.2f}%"
+    echo_table(rows, EVAL_COLUMNS)
+    for line in report.skipped:
+        click.echo(f"skipped {line}", err=True)
+    if json_out:
+        click.echo(f"wrote {json_out}")
+
+
+def _check_output_file(path: str, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written (exit 2, naming the option)."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise click.BadParameter(f"{path} is a folder; give a file name", param_hint=option)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise click.BadParameter(f"folder {parent} does not exist", param_hint=option)
+    if not os.access(parent, os.W_OK):
+        raise click.BadParameter(f"folder {parent} is not writable", param_hint=option)
+
+
 # --------------------------------------------------------------------------- build / doctor (TensorRT)
 
 

@@ -86,6 +86,7 @@ class ModelInfo:
     cfg: PretrainedCfg
     output_name: str = "logits"
     notes: list[str] = field(default_factory=list)
+    precision: str | None = None  # what the model file carries (PyTorch: fp32)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,7 @@ class ModelInfo:
             "runner": self.runner.name,
             "variant": self.variant,
             "num_classes": self.num_classes,
+            "precision": self.precision,
             "mean": list(self.cfg.mean),
             "std": list(self.cfg.std),
             "crop_pct": self.cfg.crop_pct,
@@ -194,10 +196,12 @@ def _open_onnx(path: Path, backend: str, options: RunnerOptions) -> ModelInfo:
     meta = facts.metadata
     if "mean" not in meta or "std" not in meta:
         notes.append(f"{path.name} carries no mean/std metadata: using ImageNet mean/std")
+    if meta.get("weights", "").startswith("synthetic"):
+        notes.append(f"{path.name} was exported from synthetic weights (no --weights), so classes mean nothing")
     cfg = cfg_from_metadata(base, meta)
     runner = _backend(backend, "onnx").open(path, options)
     return ModelInfo(runner, str(path), backend, facts.variant, facts.num_classes, cfg,
-                     facts.output_names[0], notes)
+                     facts.output_names[0], notes, precision=facts.precision)
 
 
 def _open_engine(path: Path) -> ModelInfo:
@@ -212,7 +216,8 @@ def _open_engine(path: Path) -> ModelInfo:
         raise BackendUnavailable(f"the TensorRT runner cannot be imported here ({exc})") from None
     cfg = PRETRAINED_CFGS.get(facts.variant or "", PRETRAINED_CFGS["s"])
     runner = TensorRTRunner(path)
-    return ModelInfo(runner, str(path), "tensorrt", facts.variant, facts.num_classes, cfg, facts.output_names[0])
+    return ModelInfo(runner, str(path), "tensorrt", facts.variant, facts.num_classes, cfg, facts.output_names[0],
+                     precision=facts.precision)
 
 
 def _open_torch(variant: str, weights: str | os.PathLike[str] | None, pretrained: bool, device: str) -> ModelInfo:
@@ -233,7 +238,8 @@ def _open_torch(variant: str, weights: str | os.PathLike[str] | None, pretrained
         source = f"convmlp_{variant} (synthetic weights, seed 0)"
         notes.append("no --weights: synthetic weights (the ones export uses), so classes mean nothing")
     runner = TorchRunner(model, device=device)
-    return ModelInfo(runner, source, "torch", variant, model.num_classes, PRETRAINED_CFGS[variant], "logits", notes)
+    return ModelInfo(runner, source, "torch", variant, model.num_classes, PRETRAINED_CFGS[variant], "logits", notes,
+                     precision="fp32")
 
 
 def _backend(name: str, reads: str) -> Backend:
