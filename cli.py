@@ -140,12 +140,16 @@ def echo_json(obj: Any) -> None:
 def user_errors() -> Iterator[None]:
     """Turn the library's expected failures into one-line ``click`` errors (exit 1)."""
     from deploy.errors import DeployError
+    from deploy.resources import TooLarge
     from export.errors import ExportError, ExportOptionError
 
     try:
         yield
-    except ExportOptionError as exc:
+    except (ExportOptionError, TooLarge) as exc:
         raise click.UsageError(str(exc)) from None
+    except MemoryError as exc:  # the estimate let it through, the allocator did not
+        detail = f" ({str(exc).splitlines()[0][:120]})" if str(exc).strip() else ""
+        raise click.ClickException(f"out of memory{detail}: try a smaller --batch or --resolution") from None
     except (CheckpointError, ExportError, DeployError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -527,6 +531,10 @@ def predict(
                 names = load_labels(labels, info.num_classes)
             except DeployError as exc:
                 raise click.BadParameter(str(exc), param_hint="--labels") from None
+        if isinstance(resolution, tuple):
+            from deploy.resources import check_fits
+
+            check_fits(info.variant, [(1, *resolution)], device=info.runner.device)
         for note in info.notes:
             click.echo(f"Note: {note}", err=True)
         results = []
@@ -612,6 +620,10 @@ def evaluate(
             dataset = load_dataset(data, labels_file)
         except DatasetError as exc:
             raise click.UsageError(str(exc)) from None
+        if resolution is not None:
+            from deploy.resources import check_fits
+
+            check_fits(variant, [(batch, *resolution)])
         with ExitStack() as stack:
             models = []
             try:

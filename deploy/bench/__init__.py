@@ -74,7 +74,13 @@ Progress = Callable[[int, Case, float], None]
 def prepare(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
     """All checks that come before any work: shapes against the model file (``BenchUsageError``),
     then this machine's runtimes (``BackendUnavailable``). Returns the completed target."""
+    from ..resources import TooLarge, check_fits
+
     target = check_cases(target, cases)
+    try:
+        check_fits(target.variant, [(c.batch, c.height, c.width) for c in cases], device=target.device)
+    except TooLarge as exc:
+        raise BenchUsageError(str(exc)) from None
     check_environment(target)
     return target
 
