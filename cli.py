@@ -664,14 +664,20 @@ def evaluate(
         click.echo(f"wrote {json_out}")
 
 
-def _check_output_file(path: str, option: str) -> None:
-    """Refuse, before any work, an output file that cannot be written (exit 2, naming the option)."""
+def _check_output_file(path: str, option: str, *, formats: Sequence[str] | None = None) -> None:
+    """Refuse, before any work, an output file that cannot be written (exit 2, naming the option):
+    a folder, a missing or read-only parent folder, or (``formats``) an extension not in the list."""
     import os
     from pathlib import Path
 
     p = Path(path)
     if p.is_dir():
         raise click.BadParameter(f"{path} is a folder; give a file name", param_hint=option)
+    if formats is not None and p.suffix.lower().lstrip(".") not in formats:
+        raise click.BadParameter(
+            f"{path}: '{p.suffix or 'no extension'}' is not a format it writes; use one of .{', .'.join(formats)}",
+            param_hint=option,
+        )
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise click.BadParameter(f"folder {parent} does not exist", param_hint=option)
@@ -857,16 +863,19 @@ def _parse_percentiles(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--percentiles", default="90,95,99", callback=_parse_percentiles, help="Latency percentiles.")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Device peak TFLOP/s: adds the fraction of peak achieved.")
-@click.option("--json", "json_out", metavar="FILE", default=None, help="Write JSON to FILE ('-': stdout, quiet).")
-@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write one CSV row per case.")
-@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
-              help="PNG of latency and throughput against pixels per image (needs matplotlib).")
+@click.option("--json", "json_flag", is_flag=False, flag_value="-", default=None, metavar="",
+              help="Print the report as JSON to stdout (nothing else). '--json FILE' still works but is deprecated: "
+                   "use --json-out FILE.")
+@click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON report to FILE.")
+@click.option("--csv", "csv_out", type=click.Path(), default=None, help="Write one CSV row per case.")
+@click.option("--plot", "plot_out", type=click.Path(), default=None,
+              help="Image (png, pdf, svg...) of latency and throughput per resolution (needs matplotlib).")
 def benchmark(
     variant: str | None, onnx: str | None, engine: str | None, weights: str | None, backend: str | None,
     device: str | None, precision: str | None, batch: tuple[int, ...], resolution: tuple[tuple[int, int], ...],
     warmup_ms: float, duration_s: float | None, iterations: int | None, use_compile: bool, cuda_graph: bool,
     streams: int, threads: int | None, percentiles: tuple[float, ...], peak_tflops: float | None,
-    json_out: str | None, csv_out: str | None, plot_out: str | None,
+    json_flag: str | None, json_out: str | None, csv_out: str | None, plot_out: str | None,
 ) -> None:
     """Time PyTorch, onnxruntime or a TensorRT engine like trtexec, over batches x resolutions.
 
@@ -887,7 +896,16 @@ def benchmark(
 
     if duration_s is not None and iterations is not None:
         raise click.UsageError("give either --duration-s or --iterations, not both")
-    quiet = json_out == "-"
+    if json_flag not in (None, "-"):  # the old '--json FILE'
+        click.echo("Note: '--json FILE' is deprecated: use --json-out FILE (--json alone prints to stdout)", err=True)
+        if json_out is not None:
+            raise click.UsageError("give --json-out FILE once (not also the deprecated --json FILE)")
+        json_out, json_flag = json_flag, None
+    quiet = json_flag == "-"
+    for option, path, formats in (("--json-out", json_out, None), ("--csv", csv_out, None),
+                                  ("--plot", plot_out, PLOT_FORMATS)):
+        if path is not None:
+            _check_output_file(path, option, formats=formats)
     try:
         target = resolve_target(
             variant=variant, backend=backend, onnx=onnx, engine=engine, device=device, precision=precision,
@@ -904,15 +922,19 @@ def benchmark(
     except (BenchUsageError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
 
+    def show(result: Any) -> None:
+        if not quiet:
+            click.echo("\n".join(result.summary_block()) + "\n")
+
     with user_errors(), _bench_progress(len(cases), timing.estimated_s, quiet) as progress:
         report = run_benchmark(target, cases, timing, percentiles=percentiles, peak_tflops=peak_tflops,
-                               progress=progress)
+                               progress=progress, on_result=show)
 
     from deploy.bench import plot_report, write_text
 
     written: list[str] = []
     with user_errors():
-        if json_out and not quiet:
+        if json_out:
             written.append(str(write_text(json_out, report.to_json())))
         if csv_out:
             written.append(str(write_text(csv_out, report.to_csv())))
@@ -930,6 +952,10 @@ def benchmark(
             click.echo(f"warning: b{r.batch} {r.height}x{r.width}: {w.message}")
     for path in written:
         click.echo(f"wrote {path}")
+
+
+#: what matplotlib writes (``--plot``): by file extension
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
 
 
 @contextmanager
@@ -966,12 +992,23 @@ def _count_progress(what: str, *, quiet: bool) -> Iterator[Any]:
 
 @contextmanager
 def _bench_progress(cases: int, per_case_s: float | None, quiet: bool) -> Iterator[Any]:
-    """A rich progress bar on stderr for runs longer than a couple of seconds (None otherwise)."""
+    """A rich progress bar on stderr for runs longer than a couple of seconds; when stderr is not a
+    terminal (CI logs), one plain line as each case starts."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    if quiet or not console.is_terminal or (per_case_s is not None and cases * per_case_s < 2.0):
+    if quiet or (per_case_s is not None and cases * per_case_s < 2.0 and console.is_terminal):
         yield None
+        return
+    if not console.is_terminal:
+        started: set[int] = set()
+
+        def plain(index: int, case: Any, fraction: float) -> None:
+            if index not in started:
+                started.add(index)
+                click.echo(f"benchmark: case {index + 1}/{cases} {case.label} ...", err=True)
+
+        yield plain
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

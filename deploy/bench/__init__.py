@@ -93,8 +93,11 @@ def run_benchmark(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     peak_tflops: float | None = None,
     progress: Progress | None = None,
+    on_result: Callable[[CaseResult], None] | None = None,
 ) -> BenchReport:
-    """Open ``target``'s runner(s) once and time every case; returns the report (nothing printed)."""
+    """Open ``target``'s runner(s) once and time every case; returns the report (nothing printed).
+
+    ``on_result`` receives each case's result as soon as it is measured."""
     report = BenchReport(
         machine=machine_info(target.device),
         versions=versions(),
@@ -112,7 +115,8 @@ def run_benchmark(
                     progress(index, case, fraction)
 
             raw = time_case(runners, case.shape, timing, progress=report_progress)
-            report.results.append(
-                summarize_target(target, runners[0], raw, case, percentiles=percentiles, peak_tflops=peak_tflops)
-            )
+            result = summarize_target(target, runners[0], raw, case, percentiles=percentiles, peak_tflops=peak_tflops)
+            report.results.append(result)
+            if on_result is not None:
+                on_result(result)
     return report

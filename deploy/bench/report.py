@@ -72,10 +72,36 @@ class CaseResult:
     tflops: float | None = None
     peak_fraction: float | None = None
     warnings: list[PerfWarning] = field(default_factory=list)
+    kind: str | None = None  # "classifier" or "features"
+    model: str | None = None  # the model file's name (or the PyTorch variant)
 
     @property
     def pixels(self) -> int:
         return self.height * self.width
+
+    @property
+    def label(self) -> str:
+        """``convmlp_s.fp16.onnx fp16 classifier on onnxruntime[CPU]``: what was timed, told apart."""
+        parts = [self.model or (f"convmlp_{self.variant}" if self.variant else "model"), self.precision, self.kind]
+        return " ".join(p for p in parts if p) + f" on {self.runner}"
+
+    def summary_block(self) -> list[str]:
+        """trtexec's per-case summary: throughput, then latency min/mean/median/max/p99."""
+        lat = self.latency
+        p99 = lat.percentiles.get("p99")
+        lines = [
+            f"=== {self.label}: batch {self.batch}, {self.height}x{self.width} ===",
+            f"Throughput: {self.queries_per_s:.4g} qps ({self.images_per_s:.4g} images/s)",
+            f"Latency: min = {lat.min:.4g} ms, mean = {lat.mean:.4g} ms, median = {lat.median:.4g} ms, "
+            f"max = {lat.max:.4g} ms" + (f", p99 = {p99:.4g} ms" if p99 is not None else ""),
+        ]
+        if self.compute is not None:
+            lines.append(f"GPU compute: median = {self.compute.median:.4g} ms; H2D {self.h2d.median if self.h2d else 0:.3g} ms, "
+                         f"D2H {self.d2h.median if self.d2h else 0:.3g} ms, enqueue {self.enqueue.median if self.enqueue else 0:.3g} ms")
+        if self.tflops is not None:
+            lines.append(f"Compute: {self.gmacs or 0:.4g} GMACs/image, {self.tflops:.3g} TFLOP/s"
+                         + (f" ({100 * self.peak_fraction:.0f}% of peak)" if self.peak_fraction is not None else ""))
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         def stats(s: TimeStats | None) -> dict[str, Any] | None:
@@ -84,7 +110,9 @@ class CaseResult:
         return {
             "runner": self.runner,
             "backend": self.backend,
+            "model": self.model,
             "variant": self.variant,
+            "kind": self.kind,
             "device": self.device,
             "precision": self.precision,
             "batch": self.batch,
@@ -114,6 +142,9 @@ class CaseResult:
         """Flat cells for the text table, markdown and CSV."""
         r: dict[str, Any] = {
             "runner": self.runner,
+            "model": self.model,
+            "precision": self.precision,
+            "kind": self.kind,
             "variant": self.variant,
             "batch": self.batch,
             "resolution": f"{self.height}x{self.width}",
@@ -214,7 +245,8 @@ def summarize_target(
     the variant (the feature pyramid when the runner outputs ``f1``...), precision, hint."""
     features = runner.output_names[:1] == ["f1"]
     macs = macs_per_image(target.variant, case.height, case.width, features) if target.variant else None
-    return summarize_case(
+    model = target.model_path.name if target.model_path else (f"convmlp_{target.variant}" if target.variant else None)
+    result = summarize_case(
         raw,
         case,
         runner=runner.name,
@@ -228,6 +260,9 @@ def summarize_target(
         peak_tflops=peak_tflops,
         enqueue_hint=ENQUEUE_HINTS.get(target.backend, "try a larger --batch"),
     )
+    result.kind = "features" if features else "classifier"
+    result.model = model
+    return result
 
 
 def effective_precision(graph: str | None, runtime: str | None) -> str | None:
@@ -307,6 +342,8 @@ def machine_line(machine: dict[str, Any], vers: dict[str, str | None]) -> str:
 
 # --------------------------------------------------------------------------- the report
 
+_TEXT_COLUMNS = ("runner", "model", "precision", "kind", "variant", "resolution", "warnings")
+
 
 def table_columns(
     percentiles: Sequence[str], *, gpu: bool = False, peak: bool = False
@@ -314,14 +351,19 @@ def table_columns(
     """(key, header) pairs of the human table; ``percentiles`` are keys like ``p99``."""
     cols = [
         ("runner", "runner"),
+        ("model", "model"),
+        ("precision", "precision"),
+        ("kind", "kind"),
         ("variant", "variant"),
         ("batch", "batch"),
         ("resolution", "resolution"),
         ("gmacs", "GMACs/img"),
         ("qps", "queries/s"),
         ("ips", "images/s"),
+        ("min_ms", "min ms"),
         ("mean_ms", "mean ms"),
         ("median_ms", "median ms"),
+        ("max_ms", "max ms"),
     ]
     cols += [(f"{p}_ms", f"{p} ms") for p in percentiles]
     cols += [("cv_pct", "CV %"), ("tflops", "TFLOP/s")]
@@ -395,7 +437,7 @@ class BenchReport:
         """The results as a GitHub markdown table."""
         cols = list(columns or self.columns())
         lines = ["| " + " | ".join(h for _, h in cols) + " |"]
-        lines.append("|" + "|".join("---" if k in ("runner", "variant", "resolution", "warnings") else "---:"
+        lines.append("|" + "|".join("---" if k in _TEXT_COLUMNS else "---:"
                                     for k, _ in cols) + "|")
         for row in self.rows():
             lines.append("| " + " | ".join(_cell(row.get(k)) for k, _ in cols) + " |")
@@ -447,18 +489,21 @@ def plot_report(report: BenchReport, path: str | os.PathLike[str]) -> Path:
 
     series: dict[str, list[CaseResult]] = {}
     for r in report.results:
-        series.setdefault(f"{r.runner} {r.variant or ''} b{r.batch}".replace("  ", " "), []).append(r)
+        series.setdefault(f"{r.label} b{r.batch}", []).append(r)
+    # one x position per resolution, ordered by pixels, labelled "224×224"
+    sizes = sorted({(r.height, r.width) for r in report.results}, key=lambda hw: (hw[0] * hw[1], hw))
+    pos = {hw: i for i, hw in enumerate(sizes)}
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax_lat, ax_thr = fig.subplots(1, 2)
     for label, rs in series.items():
-        rs = sorted(rs, key=lambda r: r.pixels)
-        px = [r.pixels for r in rs]
-        ax_lat.plot(px, [r.latency.median for r in rs], marker="o", label=label)
-        ax_thr.plot(px, [r.images_per_s for r in rs], marker="o", label=label)
-    ax_lat.set(xlabel="pixels per image", ylabel="median latency (ms)", title="Latency")
-    ax_thr.set(xlabel="pixels per image", ylabel="images/s", title="Throughput")
+        rs = sorted(rs, key=lambda r: pos[(r.height, r.width)])
+        xs = [pos[(r.height, r.width)] for r in rs]
+        ax_lat.plot(xs, [r.latency.median for r in rs], marker="o", label=label)
+        ax_thr.plot(xs, [r.images_per_s for r in rs], marker="o", label=label)
+    ax_lat.set(xlabel="resolution (H×W)", ylabel="median latency (ms)", title="Latency")
+    ax_thr.set(xlabel="resolution (H×W)", ylabel="images/s", title="Throughput")
     for ax in (ax_lat, ax_thr):
-        ax.set_xscale("log", base=2)
+        ax.set_xticks(range(len(sizes)), [f"{h}×{w}" for h, w in sizes])
         ax.grid(True, alpha=0.3)
     ax_thr.legend(fontsize="small")
     fig.suptitle(machine_line(report.machine, report.versions), fontsize="small")

@@ -1,0 +1,107 @@
+"""Outputs that tell runs apart, and output paths refused before any work (issue: the CLI as a user meets it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+import cli
+import deploy.bench as bench
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory, s_onnx) -> dict[str, Path]:
+    from export.fp16 import to_fp16
+    from export.onnx import set_metadata
+
+    d = tmp_path_factory.mktemp("outs")
+    fp32 = s_onnx(d / "convmlp_s.onnx")
+    proto = onnx.load(str(fp32))
+    set_metadata(proto, {"variant": "s", "kind": "classifier", "precision": "fp32", "num_classes": "1000"})
+    onnx.save(proto, str(fp32))
+    half = to_fp16(proto)
+    set_metadata(half, {"precision": "fp16"})
+    onnx.save(half, str(d / "convmlp_s.fp16.onnx"))
+    return {"fp32": fp32, "fp16": d / "convmlp_s.fp16.onnx"}
+
+
+def _bench(*args: str):
+    return CliRunner().invoke(cli.main, ["benchmark", "-r", "64", "--iterations", "2", "--warmup-ms", "0", *args])
+
+
+def test_rows_name_precision_kind_and_file(graphs):
+    rows = {}
+    for name, path in graphs.items():
+        res = _bench("--onnx", str(path), "--json")
+        assert res.exit_code == 0, res.output
+        (row,) = json.loads(res.stdout)["results"]
+        rows[name] = row
+    assert (rows["fp32"]["precision"], rows["fp32"]["model"]) == ("fp32", "convmlp_s.onnx")
+    assert (rows["fp16"]["precision"], rows["fp16"]["model"]) == ("fp16", "convmlp_s.fp16.onnx")
+    assert rows["fp32"]["kind"] == rows["fp16"]["kind"] == "classifier"
+    res = _bench("--onnx", str(graphs["fp16"]), "--csv", str(graphs["fp16"].parent / "r.csv"))
+    header = (graphs["fp16"].parent / "r.csv").read_text().splitlines()[0].split(",")
+    assert {"model", "precision", "kind"} <= set(header)
+
+
+def test_trtexec_like_block_per_case_and_summary(graphs):
+    res = _bench("-v", "s", "-r", "64", "96")
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert out.count("Throughput: ") == 2 and out.count("Latency: min = ") == 2
+    assert "=== convmlp_s fp32 classifier on torch[cpu,fp32]: batch 1, 64x64 ===" in out
+    assert "median = " in out and "max = " in out and "p99 = " in out
+    assert "min ms" in out and "max ms" in out  # the final table too
+    # blocks come as each case finishes: the first is printed before the second case runs
+    assert out.index("batch 1, 64x64") < out.index("batch 1, 96x96") < out.index("runner ")
+
+
+def test_plain_progress_lines_when_not_a_terminal():
+    res = _bench("-v", "s", "-r", "64", "96")
+    assert "benchmark: case 1/2 b1 64x64" in res.stderr and "benchmark: case 2/2 b1 96x96" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--plot", "{tmp}/out.txt", "'.txt' is not a format it writes"),
+        ("--json-out", "{tmp}", "is a folder"),
+        ("--csv", "{tmp}/missing/r.csv", "does not exist"),
+        ("--json", "{tmp}", "is a folder"),  # the deprecated --json FILE
+    ],
+)
+def test_output_paths_are_refused_before_the_sweep(tmp_path, monkeypatch, option, value, message):
+    def never(*a, **k):
+        raise AssertionError("the sweep ran")
+
+    monkeypatch.setattr(bench, "run_benchmark", never)
+    res = _bench("-v", "s", option, value.format(tmp=tmp_path))
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_deprecated_json_file_still_writes(tmp_path):
+    res = _bench("-v", "s", "--json", str(tmp_path / "r.json"))
+    assert res.exit_code == 0 and "deprecated" in res.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["batch"] == 1
+
+
+def test_plot_names_resolutions(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    seen: list[list[str]] = []
+    real = Figure.savefig
+
+    def spy(self, *a, **k):
+        for ax in self.axes:
+            seen.append([t.get_text() for t in ax.get_xticklabels()])
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    res = _bench("-v", "s", "-r", "64", "32x96", "--plot", str(tmp_path / "p.png"))
+    assert res.exit_code == 0, res.output
+    assert seen and seen[0] == ["32×96", "64×64"] and (tmp_path / "p.png").stat().st_size > 0
