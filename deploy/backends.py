@@ -60,18 +60,36 @@ class Backend:
     install: str
     summary: str
     make: Callable[[Any, RunnerOptions], Runner] = field(repr=False, compare=False)
+    #: imports the runtime and raises ``BackendUnavailable`` with its own message (a finer check than
+    #: the module being findable: stub or placeholder packages are findable too)
+    probe: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def installed(self) -> bool:
-        """Whether the runtime can be imported here (checked without importing it)."""
+        """Whether the runtime can be imported here (checked without importing it where possible)."""
+        if self.probe is not None:
+            try:
+                self.probe()
+            except BackendUnavailable:
+                return False
+            return True
         try:
             return importlib.util.find_spec(self.module) is not None
         except (ImportError, ValueError):
             return False
 
     def require(self) -> None:
-        """``BackendUnavailable`` (exit 1) naming what to install when the runtime is missing."""
-        if not self.installed():
-            raise BackendUnavailable(f"--backend {self.name}: {self.module} is not installed: {self.install}")
+        """``BackendUnavailable`` (exit 1) saying what is missing for this backend to run at all: the
+        runtime (with what to install) or, for CUDA-only backends, a CUDA device. Checked before any
+        model file is read, so that a user with a good engine learns first what the machine lacks."""
+        if self.probe is not None:
+            self.probe()
+        elif not self.installed():
+            raise BackendUnavailable(f"{self.name} is not installed here: {self.install}")
+        if self.devices == ("cuda",):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise BackendUnavailable(f"{self.name} needs a CUDA GPU, and PyTorch sees none on this machine")
 
     def check_options(self, options: RunnerOptions) -> None:
         """``ValueError`` (usage, exit 2) for options this backend cannot honour."""
@@ -115,6 +133,12 @@ def _tensorrt(path: Any, o: RunnerOptions) -> Runner:
     return TensorRTRunner(Path(path), cuda_graph=o.cuda_graph, allow_host_code=o.allow_host_code)
 
 
+def _probe_tensorrt() -> None:
+    from .trt.version import import_tensorrt
+
+    import_tensorrt()
+
+
 def _openvino(path: Any, o: RunnerOptions) -> Runner:
     from .runners.openvino import OpenVINORunner
 
@@ -131,7 +155,7 @@ BACKENDS: dict[str, Backend] = {
                 "onnxruntime, CPU or CUDA execution provider", _onnxruntime),
         Backend("tensorrt", "engine", ("cuda",), (), "tensorrt",
                 "pip install 'convmlp-deploy[trt]' on a machine with an NVIDIA GPU",
-                "a TensorRT engine built by 'convmlp-deploy build'", _tensorrt),
+                "a TensorRT engine built by 'convmlp-deploy build'", _tensorrt, _probe_tensorrt),
         Backend("openvino", "onnx", ("cpu",), ("auto", "f32", "fp32", "bf16", "fp16"), "openvino",
                 "pip install 'convmlp-deploy[openvino]'",
                 "OpenVINO on the CPU: FP32, BF16 (AMX / AVX512_BF16), Q/DQ graphs as INT8", _openvino),

@@ -207,6 +207,7 @@ def _open_onnx(path: Path, backend: str, options: RunnerOptions) -> ModelInfo:
 def _open_engine(path: Path) -> ModelInfo:
     from .triton import read_engine_facts
 
+    backend("tensorrt").require()  # what the machine lacks comes before what the sidecar says
     facts = read_engine_facts(path)
     if facts.kind != "classifier" or facts.num_classes is None:
         raise DeployError(f"{path}: a {facts.kind} engine; predict needs a classifier")

@@ -284,9 +284,11 @@ def validate_engine(
     on_case: Callable[[Shape], None] | None = None,
 ) -> ValidationReport:
     """Check a TensorRT engine against PyTorch FP32 at each profile's min/opt/max and odd sizes inside."""
+    from .backends import backend
     from .trt.manifest import read_manifest
     from .trt.profiles import validation_shapes
 
+    backend("tensorrt").require()  # say first what this machine lacks, then what the sidecar says
     path = Path(path)
     manifest = read_manifest(path)
     meta = {

@@ -76,6 +76,8 @@ def prepare(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
     then this machine's runtimes (``BackendUnavailable``). Returns the completed target."""
     from ..resources import TooLarge, check_fits
 
+    if target.engine is not None:  # what the machine lacks comes before what the sidecar says
+        check_environment(target)
     target = check_cases(target, cases)
     try:
         check_fits(target.variant, [(c.batch, c.height, c.width) for c in cases], device=target.device)

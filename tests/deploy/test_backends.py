@@ -36,7 +36,7 @@ def test_missing_runtime_names_the_install(monkeypatch):
     real = backends.importlib.util.find_spec
     monkeypatch.setattr(backends.importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
     assert not backend("openvino").installed()
-    with pytest.raises(BackendUnavailable, match=r"--backend openvino: openvino is not installed: pip install "
+    with pytest.raises(BackendUnavailable, match=r"openvino is not installed here: pip install "
                                                  r"'convmlp-deploy\[openvino\]'"):
         backend("openvino").open("x.onnx")
 
