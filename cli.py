@@ -287,7 +287,10 @@ def export(
             click.echo(f"  report: {result.report_path}")
         click.echo(f"total {result.timings['total_s']:.1f} s")
     if not result.passed:
-        raise ValidationFailed("validation failed, nothing written: " + "; ".join(result.failures))
+        if as_json:
+            raise ValidationFailed("validation failed, nothing written: " + "; ".join(result.failures))
+        failed = [g.name for g in result.graphs if not g.validation.passed]
+        raise ValidationFailed(f"validation failed for the {', '.join(failed)} graph (see above), nothing written")
 
 
 @main.command()
@@ -351,7 +354,10 @@ def validate(
     else:
         echo_validation(report)
     if not report.passed:
-        raise ValidationFailed("validation failed: " + "; ".join(report.failures))
+        if as_json:  # stdout is JSON: the reasons go to stderr
+            raise ValidationFailed("validation failed: " + "; ".join(report.failures))
+        raise ValidationFailed(f"validation failed on {sum(not c.passed for c in report.cases)} of "
+                               f"{len(report.cases)} cases (the FAILED line above says why)")
 
 
 def _photos(folder: str, limit: int = 64) -> list[Any]:

@@ -205,6 +205,11 @@ def _resolve(
     if variant is not None and meta_variant is not None and variant != meta_variant:
         raise DeployError(f"{source} is ConvMLP-{meta_variant.upper()}, not ConvMLP-{variant.upper()}")
     sha = meta.get("checkpoint_sha256") or ""
+    if not sha and weights is not None and meta.get("weights", "").startswith("synthetic"):
+        raise DeployError(
+            f"{source.name} was exported from synthetic weights ({meta['weights']}), not from a checkpoint: "
+            f"validate it without --weights, or export it again with --weights {weights}"
+        )
     if sha and weights is None:
         raise DeployError(
             f"{source} was exported from checkpoint {meta.get('weights', '?')} (sha256 {sha[:12]}...): "

@@ -179,13 +179,33 @@ def _metadata(
     }
 
 
-def _check_output_dir(path: Path) -> None:
+def _check_output_dir(path: Path) -> list[Path]:
+    """Create ``path`` if needed and check it is writable; return the folders this created (deepest last)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()][::-1]
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = staged_path(path / ".write-test")
         probe.unlink()
     except OSError as exc:
+        _remove_if_empty(missing)
         raise ExportError(f"output directory {path} is not writable ({exc.strerror or exc})") from None
+    return missing
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Take back the folders a failed run created, if nothing else was put in them."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def stale_artifacts(variant: str, output_dir: Path, written: Sequence[str]) -> list[Path]:
+    """Graphs of ``variant`` in ``output_dir`` that a run writing ``written`` (fp32, fp16...) did not write:
+    left from an earlier export, and not described by the new report."""
+    return [p for name, p in artifact_paths(variant, output_dir).items()
+            if name != "report" and name not in written and p.exists()]
 
 
 def _build_models(cfg: ExportConfig) -> tuple[torch.nn.Module, torch.nn.Module | None, str | None, str]:
@@ -255,7 +275,21 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     if cfg.calibration is not None:
         calibration = calibration_set(cfg.calibration, cfg.calibration_count, cfg.calibration_method)
     paths = artifact_paths(cfg.variant, cfg.output_dir)
-    _check_output_dir(cfg.output_dir)
+    created = _check_output_dir(cfg.output_dir)
+    try:
+        result = _export(cfg, log, opset, calibration, paths)
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+    if not result.passed:
+        _remove_if_empty(created)
+    return result
+
+
+def _export(
+    cfg: ExportConfig, log: Callable[[str], None], opset: int, calibration: CalibrationSet | None,
+    paths: dict[str, Path],
+) -> ExportResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model, features_model, sha, label = _build_models(cfg)
@@ -372,6 +406,11 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "versions": _versions(),
     }
+    if report["passed"]:
+        stale = stale_artifacts(cfg.variant, cfg.output_dir, [g.name for g in graphs])
+        report["stale"] = [str(p) for p in stale]
+        for p in stale:
+            log(f"note: {p} is from an earlier export (this run did not write it); it is listed as stale in the report")
     result = ExportResult(cfg, graphs, report, None, timings)
     if result.passed:
         result.report_path = atomic_write_json(paths["report"], report)

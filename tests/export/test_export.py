@@ -131,6 +131,7 @@ def test_validate_catches_a_wrong_graph(exported, tmp_path):
     res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(path)])
     assert res.exit_code == 3
     assert "relative error" in res.output and "1x3x224x224" in res.output
+    assert res.output.count("1x3x224x224: logits: relative error") == 1  # the reasons once, not again in Error:
 
 
 def test_validate_bad_files(tmp_path, exported):
@@ -246,3 +247,32 @@ def test_validate_with_real_photos(exported, tmp_path):
     empty.mkdir()
     res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.onnx"), "--images", str(empty)])
     assert res.exit_code == 2 and "no image files" in res.output
+
+
+def test_failed_export_leaves_no_folder_behind(tmp_path, monkeypatch):
+    from deploy.compare import Tolerance
+
+    monkeypatch.setattr(pipeline, "tolerance_for", lambda p: Tolerance(p, 0.0, True))
+    out = tmp_path / "new" / "art"
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(out)])
+    assert res.exit_code == 3 and not (tmp_path / "new").exists()
+
+
+def test_reexport_lists_stale_graphs(exported, tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    for name in ("convmlp_s.fp16.onnx", "convmlp_s.features.onnx"):
+        (out / name).write_bytes((exported / name).read_bytes())
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "convmlp_s.report.json").read_text())
+    assert sorted(Path(p).name for p in report["stale"]) == ["convmlp_s.features.onnx", "convmlp_s.fp16.onnx"]
+    assert "convmlp_s.fp16.onnx is from an earlier export" in res.stderr
+    assert (out / "convmlp_s.fp16.onnx").exists()  # listed, never deleted
+
+
+def test_validate_synthetic_graph_with_weights_says_so_first(exported, make_checkpoint):
+    ckpt = make_checkpoint("s", seed=3)
+    res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.onnx"), "--weights", str(ckpt)])
+    assert res.exit_code == 1 and "was exported from synthetic weights" in res.output
+    assert "relative error" not in res.output and res.output.count("\n") == 1
