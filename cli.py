@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -313,10 +314,17 @@ def export(
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (onnxruntime / openvino).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of real photographs (up to 64 used) added as a case: top-1 agreement is gated on them.")
+@click.option("--per-layer", is_flag=True,
+              help="Also compare every intermediate tensor with the FP32 graph and name the first layer whose "
+                   "error jumps (onnxruntime, one 224x224 input).")
+@click.option("--reference-onnx", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="FP32 graph for --per-layer [default: convmlp_{variant}.onnx beside --onnx].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON report to FILE.")
 def validate(
     onnx_path: str | None, engine_path: str | None, variant: str | None, weights: str | None, backend: str,
-    provider: str | None, precision: str | None, threads: int | None, images: str | None, as_json: bool,
+    provider: str | None, precision: str | None, threads: int | None, images: str | None, per_layer: bool,
+    reference_onnx: str | None, as_json: bool, json_out: str | None,
 ) -> None:
     """Check an ONNX graph or a TensorRT engine against PyTorch FP32 (exit 3 if it fails).
 
@@ -332,6 +340,12 @@ def validate(
         raise click.UsageError("--provider applies to --onnx only")
     if images and engine_path:
         raise click.UsageError("--images applies to --onnx only")
+    if (per_layer or reference_onnx) and engine_path:
+        raise click.UsageError("--per-layer compares ONNX graphs: use it with --onnx")
+    if reference_onnx and not per_layer:
+        raise click.UsageError("--reference-onnx goes with --per-layer")
+    if json_out:
+        _check_output_file(json_out, "--json-out")
     if provider and backend != "onnxruntime":
         raise click.UsageError("--provider is an onnxruntime option; drop it or use --backend onnxruntime")
     if precision and backend != "openvino":
@@ -349,15 +363,52 @@ def validate(
                 raise click.UsageError(str(exc)) from None
         else:
             report = validate_engine(engine_path, variant=v, weights=weights, on_case=log)
+        layers = _per_layer(onnx_path, reference_onnx) if per_layer and onnx_path else None
+        data = report.to_dict() | ({"per_layer": layers.to_dict()} if layers else {})
+        if json_out:
+            from deploy.bench import write_text
+
+            write_text(json_out, json.dumps(data, indent=2) + "\n")
     if as_json:
-        echo_json(report.to_dict())
+        echo_json(data)
     else:
         echo_validation(report)
+        if layers is not None:
+            echo_layers(layers)
     if not report.passed:
         if as_json:  # stdout is JSON: the reasons go to stderr
             raise ValidationFailed("validation failed: " + "; ".join(report.failures))
         raise ValidationFailed(f"validation failed on {sum(not c.passed for c in report.cases)} of "
                                f"{len(report.cases)} cases (the FAILED line above says why)")
+
+
+def _per_layer(onnx_path: str, reference_onnx: str | None) -> Any:
+    """``deploy.layers.compare_layers`` for the checked graph and its FP32 graph, on one image-like input."""
+    from deploy.layers import compare_layers, reference_graph
+    from deploy.trt.onnx_info import inspect_onnx
+    from deploy.validate import sample_images
+
+    info = inspect_onnx(onnx_path)
+    ref = reference_onnx or reference_graph(onnx_path, info.metadata)
+    return compare_layers(onnx_path, ref, sample_images((1, 3, 224, 224), 0), precision=info.precision)
+
+
+def echo_layers(layers: Any) -> None:
+    """The per-layer table and the verdict: the first layer whose error jumps."""
+    click.echo("")
+    click.echo(f"per layer: {Path(layers.checked).name} vs {Path(layers.reference).name} "
+               f"on one {'x'.join(map(str, layers.input_shape))} input ({len(layers.layers)} tensors matched, "
+               f"{len(layers.unmatched)} not)")
+    echo_table([{"index": e.index, "node": e.node, "op": e.op, "rel_l2": e.rel_l2, "cosine": e.cosine}
+                for e in layers.layers],
+               [("index", "#"), ("node", "layer"), ("op", "op"), ("rel_l2", "rel L2"), ("cosine", "cosine")])
+    jump = layers.first_jump
+    if jump is not None:
+        click.echo(f"first jump: {jump.node} ({jump.op}, tensor #{jump.index}): rel L2 {jump.rel_l2:.3g}, above "
+                   f"{layers.floor:g} and {layers.ratio:g}x every error before it")
+    else:
+        click.echo(f"no jump: every tensor stays below {layers.floor:g} or within {layers.ratio:g}x of the "
+                   "errors before it (the error grows smoothly)")
 
 
 def _photos(folder: str, limit: int = 64) -> list[Any]:
