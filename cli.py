@@ -393,6 +393,18 @@ def _per_layer(onnx_path: str, reference_onnx: str | None) -> Any:
     return compare_layers(onnx_path, ref, sample_images((1, 3, 224, 224), 0), precision=info.precision)
 
 
+def echo_layer_times(profile: Any, top: int = 15) -> None:
+    """Per op type, then the ``top`` slowest layers, per run."""
+    click.echo("")
+    click.echo(f"per layer ({profile.backend}, {'x'.join(map(str, profile.shape))}, {profile.runs} runs): "
+               f"{profile.total_ms:.3g} ms of layer time per run")
+    echo_table([{"op": o.op, "ms": o.ms, "pct": o.pct, "nodes": o.nodes} for o in profile.ops],
+               [("op", "op"), ("ms", "ms/run"), ("pct", "%"), ("nodes", "layers")])
+    click.echo("")
+    echo_table([{"layer": t.name, "op": t.op, "ms": t.ms, "pct": t.pct} for t in profile.top(top)],
+               [("layer", f"slowest {top} layers"), ("op", "op"), ("ms", "ms/run"), ("pct", "%")])
+
+
 def echo_layers(layers: Any) -> None:
     """The per-layer table and the verdict: the first layer whose error jumps."""
     click.echo("")
@@ -920,6 +932,8 @@ def _parse_percentiles(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--percentiles", default="90,95,99", callback=_parse_percentiles, help="Latency percentiles.")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Device peak TFLOP/s: adds the fraction of peak achieved.")
+@click.option("--per-layer", is_flag=True,
+              help="Also time every layer on the first case (onnxruntime profiler / TensorRT IProfiler).")
 @click.option("--json", "json_flag", is_flag=False, flag_value="-", default=None, metavar="",
               help="Print the report as JSON to stdout (nothing else). '--json FILE' still works but is deprecated: "
                    "use --json-out FILE.")
@@ -932,7 +946,7 @@ def benchmark(
     device: str | None, precision: str | None, batch: tuple[int, ...], resolution: tuple[tuple[int, int], ...],
     warmup_ms: float, duration_s: float | None, iterations: int | None, use_compile: bool, cuda_graph: bool,
     streams: int, threads: int | None, percentiles: tuple[float, ...], peak_tflops: float | None,
-    json_flag: str | None, json_out: str | None, csv_out: str | None, plot_out: str | None,
+    per_layer: bool, json_flag: str | None, json_out: str | None, csv_out: str | None, plot_out: str | None,
 ) -> None:
     """Time PyTorch, onnxruntime or a TensorRT engine like trtexec, over batches x resolutions.
 
@@ -976,6 +990,10 @@ def benchmark(
             raise click.ClickException("--plot needs matplotlib: pip install 'convmlp-deploy[plot]'")
         with user_errors():
             target = prepare(target, cases)
+        if per_layer and target.backend not in ("onnxruntime", "tensorrt"):
+            raise BenchUsageError(f"--per-layer times layers on onnxruntime and tensorrt, not on {target.backend}")
+        if per_layer and cuda_graph:
+            raise BenchUsageError("--per-layer times plain enqueues: drop --cuda-graph")
     except (BenchUsageError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -987,18 +1005,31 @@ def benchmark(
         report = run_benchmark(target, cases, timing, percentiles=percentiles, peak_tflops=peak_tflops,
                                progress=progress, on_result=show)
 
+    layers = None
+    if per_layer:
+        from deploy.bench import profile_layers
+
+        if not quiet:
+            click.echo(f"per-layer profile of {cases[0].label} ...", err=True)
+        with user_errors():
+            layers = profile_layers(target, cases[0])
+
     from deploy.bench import plot_report, write_text
+
+    def as_json() -> str:
+        data = report.to_dict() | ({"per_layer": layers.to_dict()} if layers else {})
+        return json.dumps(data, indent=2) + "\n"
 
     written: list[str] = []
     with user_errors():
         if json_out:
-            written.append(str(write_text(json_out, report.to_json())))
+            written.append(str(write_text(json_out, as_json())))
         if csv_out:
             written.append(str(write_text(csv_out, report.to_csv())))
         if plot_out:
             written.append(str(plot_report(report, plot_out)))
     if quiet:
-        click.echo(report.to_json(), nl=False)
+        click.echo(as_json(), nl=False)
         return
     from deploy.bench.report import machine_line
 
@@ -1007,6 +1038,8 @@ def benchmark(
     for r in report.results:
         for w in r.warnings:
             click.echo(f"warning: b{r.batch} {r.height}x{r.width}: {w.message}")
+    if layers is not None:
+        echo_layer_times(layers)
     for path in written:
         click.echo(f"wrote {path}")
 

@@ -1,7 +1,8 @@
 """Where onnxruntime's CPU time goes, per operator type, for the graphs ``convmlp-deploy export`` ships.
 
 Runs onnxruntime's own profiler (``SessionOptions.enable_profiling``) on the FP32
-graph of each variant after onnxruntime's graph optimisations (so the table shows
+graph of each variant after onnxruntime's graph optimisations, through the same
+library code as ``convmlp-deploy benchmark --per-layer`` (``deploy.bench.layers``), so the table shows
 the fused ops that actually run: ``BiasGelu``, NCHWc ``Conv`` with
 ``ReorderInput``/``ReorderOutput``) and sums kernel time per op type. It answers
 "is there anything left to fuse or remove?" for the CPU speed work; the speed
@@ -17,50 +18,27 @@ import argparse
 import json
 import sys
 import tempfile
-from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_cpu import export_variant  # noqa: E402
 
 from deploy.bench import machine_info, versions, write_text  # noqa: E402
+from deploy.bench.layers import profile_onnxruntime  # noqa: E402
 from deploy.bench.report import machine_line  # noqa: E402
 
 
-def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int, folder: Path) -> dict[str, Any]:
-    """Kernel time (ms per run) and node count per op type over ``runs`` profiled runs."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.enable_profiling = True
-    so.profile_file_prefix = str(folder / path.stem)
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    name = sess.get_inputs()[0].name
-    for _ in range(runs):
-        sess.run(None, {name: x})
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    per_op: Counter[str] = Counter()
-    nodes: dict[str, set[str]] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            op = e["args"]["op_name"]
-            per_op[op] += e["dur"]
-            nodes.setdefault(op, set()).add(e["name"])
-    total_us = sum(per_op.values())
-    runs_seen = sum(1 for e in events if e.get("cat") == "Session" and e.get("name") == "model_run") or runs
+def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int) -> dict[str, Any]:
+    """Kernel time (ms per run) and node count per op type: the library code behind ``benchmark --per-layer``."""
+    profile = profile_onnxruntime(path, shape, threads=threads, runs=runs)
     return {
-        "runs": runs_seen,
-        "kernel_ms_per_run": total_us / runs_seen / 1e3,
-        "ops": [
-            {"op": op, "ms": us / runs_seen / 1e3, "pct": 100 * us / total_us, "nodes": len(nodes[op])}
-            for op, us in per_op.most_common()
-        ],
+        "runs": profile.runs,
+        "kernel_ms_per_run": profile.total_ms,
+        "ops": [{"op": o.op, "ms": o.ms, "pct": o.pct, "nodes": o.nodes} for o in profile.ops],
+        "layers": [asdict(t) for t in profile.layers],
     }
 
 
@@ -70,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--size", type=int, default=224, help="square input side")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=20, help="profiled runs (the first one is included)")
+    ap.add_argument("--runs", type=int, default=20, help="profiled runs (after one warm-up run)")
     ap.add_argument("--onnx-dir", type=Path, default=None, help="reuse/keep exported ONNX here (default: temp)")
     ap.add_argument("--out", type=Path, required=True, help="folder for ort_op_profile.md and .json")
     args = ap.parse_args(argv)
@@ -84,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_dir.mkdir(parents=True, exist_ok=True)
         for v in args.variants:
             print(f"profile {v} at {shape}", file=sys.stderr, flush=True)
-            results[v] = profile_graph(export_variant(v, onnx_dir), shape, args.threads, args.runs, Path(tmp))
+            results[v] = profile_graph(export_variant(v, onnx_dir), shape, args.threads, args.runs)
 
     machine, vers = machine_info("cpu"), versions()
     lines = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from .layers import PER_LAYER_BACKENDS, LayerProfile, profile_onnxruntime
 from .report import (
     BenchReport,
     CaseResult,
@@ -59,6 +60,8 @@ __all__ = [
     "plot_available",
     "plot_report",
     "prepare",
+    "profile_layers",
+    "LayerProfile",
     "resolve_target",
     "run_benchmark",
     "summarize_case",
@@ -122,3 +125,23 @@ def run_benchmark(
             if on_result is not None:
                 on_result(result)
     return report
+
+
+def profile_layers(target: BenchTarget, case: Case, *, runs: int = 20) -> LayerProfile:
+    """Per-layer time of ``target`` on one case (``benchmark --per-layer``): onnxruntime's profiler or a
+    TensorRT ``IProfiler``. ``BenchUsageError`` for a backend without per-layer timing."""
+    if target.backend not in PER_LAYER_BACKENDS:
+        raise BenchUsageError(
+            f"--per-layer times layers on {' and '.join(PER_LAYER_BACKENDS)}, not on {target.backend}"
+        )
+    if target.backend == "onnxruntime":
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if target.device == "cuda" else None
+        return profile_onnxruntime(target.onnx or "", case.shape, threads=target.threads, runs=runs,
+                                   providers=providers)
+    if target.cuda_graph:
+        raise BenchUsageError("--per-layer times plain enqueues (TensorRT reports nothing for graph replays): "
+                              "drop --cuda-graph")
+    from ..trt.layer_profile import profile_tensorrt
+
+    with open_runners(target) as runners:
+        return profile_tensorrt(runners[0], case.shape, runs=runs)

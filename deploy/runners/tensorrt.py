@@ -252,6 +252,16 @@ class TensorRTRunner(Runner):
             return self.allow_host_code
         return self.manifest is not None and self.manifest.version_compatible
 
+    def attach_profiler(self, profiler: trt.IProfiler | None) -> None:
+        """Report every layer's time of each plain enqueue to ``profiler`` (None: stop). See
+        ``deploy.trt.layer_profile``; CUDA-graph replays report nothing."""
+        with self._lock:
+            _, context = self._require()
+            if profiler is None:
+                context.profiler = None  # type: ignore[assignment]  # the bindings take None to detach
+            else:
+                context.profiler = profiler
+
     def _create_context(self, engine: trt.ICudaEngine) -> trt.IExecutionContext:
         """The runner's one execution context; every context is made here (attach profilers etc. here)."""
         context = engine.create_execution_context()

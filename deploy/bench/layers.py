@@ -1,0 +1,124 @@
+"""Per-layer time: where a runtime spends one case (``benchmark --per-layer``), as trtexec's
+``--dumpProfile`` shows it for TensorRT.
+
+- onnxruntime: its own profiler (``SessionOptions.enable_profiling``): one ``*_kernel_time``
+  event per node and run, after onnxruntime's graph optimisations, so the nodes are the
+  ones that run (``BiasGelu``, NCHWc ``Conv`` with ``ReorderInput``/``ReorderOutput``).
+- TensorRT: an ``IProfiler`` on the execution context (``deploy.trt.layer_profile``);
+  TensorRT reports each engine layer's time after every plain enqueue (not for CUDA
+  graph replays, so ``--per-layer`` and ``--cuda-graph`` do not go together).
+
+Both feed ``aggregate``: per layer and per op type, milliseconds per run and share.
+``benchmarks/ort_op_profile.py`` publishes the onnxruntime one for S/M/L.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeployError
+
+__all__ = ["LayerTime", "OpTime", "LayerProfile", "aggregate", "profile_onnxruntime", "PER_LAYER_BACKENDS"]
+
+PER_LAYER_BACKENDS = ("onnxruntime", "tensorrt")
+
+
+@dataclass
+class LayerTime:
+    name: str
+    op: str
+    ms: float  # per run
+    pct: float
+
+
+@dataclass
+class OpTime:
+    op: str
+    ms: float  # per run
+    pct: float
+    nodes: int
+
+
+@dataclass
+class LayerProfile:
+    """One case profiled over ``runs`` runs."""
+
+    backend: str
+    shape: list[int]
+    runs: int
+    total_ms: float  # kernel (or layer) time per run
+    layers: list[LayerTime] = field(default_factory=list)  # in the order the runtime ran them
+    ops: list[OpTime] = field(default_factory=list)  # most time first
+
+    def top(self, n: int) -> list[LayerTime]:
+        return sorted(self.layers, key=lambda t: -t.ms)[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def aggregate(events: Iterable[tuple[str, str, float]], runs: int, *, backend: str, shape: list[int]) -> LayerProfile:
+    """Sum ``(layer, op, ms)`` events over ``runs`` runs into per-run times per layer and per op type."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    per_layer: dict[str, list[Any]] = {}
+    for name, op, ms in events:
+        entry = per_layer.setdefault(name, [op, 0.0])
+        entry[1] += ms
+    total = sum(v[1] for v in per_layer.values())
+    if total <= 0:
+        raise DeployError(f"{backend} reported no layer time (was anything run?)")
+    layers = [LayerTime(n, op, ms / runs, 100 * ms / total) for n, (op, ms) in per_layer.items()]
+    per_op: dict[str, list[float]] = {}
+    for t in layers:
+        acc = per_op.setdefault(t.op, [0.0, 0])
+        acc[0] += t.ms
+        acc[1] += 1
+    ops = sorted((OpTime(op, ms, 100 * ms * runs / total, int(n)) for op, (ms, n) in per_op.items()),
+                 key=lambda o: -o.ms)
+    return LayerProfile(backend, list(shape), runs, total / runs, layers, ops)
+
+
+def profile_onnxruntime(
+    path: str | Path, shape: tuple[int, ...], *, threads: int | None = None, runs: int = 20,
+    providers: list[str] | None = None,
+) -> LayerProfile:
+    """Per-node kernel time of ``path`` on onnxruntime at ``shape`` (one warm-up run, then ``runs``)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="convmlp-profile-") as tmp:
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        try:
+            sess = ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise DeployError(f"{path}: onnxruntime cannot load it ({first})") from None
+        inp = sess.get_inputs()[0]
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        if inp.type == "tensor(float16)":
+            x = x.astype(np.float16)
+        for _ in range(runs + 1):
+            sess.run(None, {inp.name: x})
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+    run_starts = sorted(e["ts"] for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
+    cutoff = run_starts[1] if len(run_starts) > 1 else None  # leave the warm-up run out
+    counted = len(run_starts) - 1 if cutoff is not None else runs + 1
+    events = [
+        (e["name"].removesuffix("_kernel_time"), e["args"].get("op_name", "?"), e["dur"] / 1e3)
+        for e in trace
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+        and (cutoff is None or e["ts"] >= cutoff)
+    ]
+    return aggregate(events, counted, backend="onnxruntime", shape=list(shape))
