@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,19 @@ import click
 
 from convmlp import VARIANTS, CheckpointError, __version__
 from deploy.backends import BACKENDS
+from deploy.present import (
+    EVAL_COLUMNS,
+    PLOT_FORMATS,
+    bench_progress,
+    check_output_file,
+    count_progress,
+    echo_json,
+    echo_layer_times,
+    echo_layers,
+    echo_table,
+    echo_validation,
+    write_json,
+)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -101,40 +114,7 @@ def _looks_numeric(arg: str) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- output helpers
-
-
-def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
-    """Print ``rows`` as an aligned text table; ``columns`` are (key, header) pairs."""
-    raw = [[r.get(k) for k, _ in columns] for r in rows]
-    cells = [[h for _, h in columns]] + [[_fmt(v) for v in row] for row in raw]
-    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in raw) for i in range(len(columns))]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for n, row in enumerate(cells):
-        line = [c.rjust(w) if n and num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)]
-        click.echo("  ".join(line).rstrip())
-        if n == 0:
-            click.echo("  ".join("-" * w for w in widths))
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, float):
-        if 0.999 <= abs(value) < 1:
-            return f"{value:.6f}"
-        if value == 0 or 1e-3 <= abs(value) < 1e5:
-            return f"{value:.4g}"
-        return f"{value:.2e}"
-    if isinstance(value, (tuple, list)):
-        return "x".join(str(v) for v in value)
-    return str(value)
-
-
-def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+# --------------------------------------------------------------------------- errors
 
 
 @contextmanager
@@ -179,11 +159,19 @@ def main() -> None:
 )
 @click.option("--features", is_flag=True, help="Profile the F1..F4 backbone (no head).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def profile(variant: str, resolution: tuple[tuple[int, int], ...], features: bool, as_json: bool) -> None:
+@click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON to FILE.")
+def profile(
+    variant: str, resolution: tuple[tuple[int, int], ...], features: bool, as_json: bool, json_out: str | None
+) -> None:
     """Parameters and GMACs (multiply-accumulates) at each resolution, batch 1."""
     from convmlp.profile import profile_variant
 
+    if json_out:
+        check_output_file(json_out, "--json-out")
+
     results = [p.to_dict() for p in profile_variant(variant.lower(), list(resolution), features_only=features)]
+    if json_out:
+        write_json(json_out, results[0] if len(results) == 1 else results)
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
         return
@@ -191,23 +179,6 @@ def profile(variant: str, resolution: tuple[tuple[int, int], ...], features: boo
         results,
         [("variant", "variant"), ("resolution", "resolution"), ("mparams", "params (M)"), ("gmacs", "GMACs")],
     )
-
-
-VALIDATION_COLUMNS = [
-    ("case", "case"), ("name", "output"), ("max_abs", "max abs"), ("rel_l2", "rel L2"),
-    ("cosine_min", "cosine"), ("top1", "top-1"), ("top5", "top-5"), ("passed", "ok"),
-]
-
-
-def echo_validation(report: Any) -> None:
-    """Print a ``ValidationReport`` as a table with its verdict."""
-    tol = report.tolerance
-    click.echo(f"{report.model} on {report.backend} vs PyTorch FP32, weights {report.weights}")
-    click.echo(f"gate ({tol.precision}): {tol.describe()}")
-    echo_table(report.rows(), VALIDATION_COLUMNS)
-    if report.top1_agreement is not None and tol.min_top1_agreement is not None:
-        click.echo(f"top-1 agreement on the real photos: {report.top1_agreement:.1%}")
-    click.echo("PASSED" if report.passed else "FAILED: " + "; ".join(report.failures))
 
 
 @main.command()
@@ -256,7 +227,6 @@ def export(
     into --output-dir. Every graph is checked against PyTorch on onnxruntime first;
     if any fails (exit 3), no existing artifact is replaced.
     """
-    from pathlib import Path
 
     from export.pipeline import ExportConfig, run_export
 
@@ -271,7 +241,7 @@ def export(
         calibration_count=calibration_count, calibration_method=calibration_method, int8_layout=int8_layout,
     )
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    with user_errors(), _count_progress("calibrating", quiet=as_json) as progress:
+    with user_errors(), count_progress("calibrating", quiet=as_json) as progress:
         cfg.calibration_progress = progress
         result = run_export(cfg, log=log)
     if as_json:
@@ -345,7 +315,7 @@ def validate(
     if reference_onnx and not per_layer:
         raise click.UsageError("--reference-onnx goes with --per-layer")
     if json_out:
-        _check_output_file(json_out, "--json-out")
+        check_output_file(json_out, "--json-out")
     if provider and backend != "onnxruntime":
         raise click.UsageError("--provider is an onnxruntime option; drop it or use --backend onnxruntime")
     if precision and backend != "openvino":
@@ -366,9 +336,7 @@ def validate(
         layers = _per_layer(onnx_path, reference_onnx) if per_layer and onnx_path else None
         data = report.to_dict() | ({"per_layer": layers.to_dict()} if layers else {})
         if json_out:
-            from deploy.bench import write_text
-
-            write_text(json_out, json.dumps(data, indent=2) + "\n")
+            write_json(json_out, data)
     if as_json:
         echo_json(data)
     else:
@@ -391,36 +359,6 @@ def _per_layer(onnx_path: str, reference_onnx: str | None) -> Any:
     info = inspect_onnx(onnx_path)
     ref = reference_onnx or reference_graph(onnx_path, info.metadata)
     return compare_layers(onnx_path, ref, sample_images((1, 3, 224, 224), 0), precision=info.precision)
-
-
-def echo_layer_times(profile: Any, top: int = 15) -> None:
-    """Per op type, then the ``top`` slowest layers, per run."""
-    click.echo("")
-    click.echo(f"per layer ({profile.backend}, {'x'.join(map(str, profile.shape))}, {profile.runs} runs): "
-               f"{profile.total_ms:.3g} ms of layer time per run")
-    echo_table([{"op": o.op, "ms": o.ms, "pct": o.pct, "nodes": o.nodes} for o in profile.ops],
-               [("op", "op"), ("ms", "ms/run"), ("pct", "%"), ("nodes", "layers")])
-    click.echo("")
-    echo_table([{"layer": t.name, "op": t.op, "ms": t.ms, "pct": t.pct} for t in profile.top(top)],
-               [("layer", f"slowest {top} layers"), ("op", "op"), ("ms", "ms/run"), ("pct", "%")])
-
-
-def echo_layers(layers: Any) -> None:
-    """The per-layer table and the verdict: the first layer whose error jumps."""
-    click.echo("")
-    click.echo(f"per layer: {Path(layers.checked).name} vs {Path(layers.reference).name} "
-               f"on one {'x'.join(map(str, layers.input_shape))} input ({len(layers.layers)} tensors matched, "
-               f"{len(layers.unmatched)} not)")
-    echo_table([{"index": e.index, "node": e.node, "op": e.op, "rel_l2": e.rel_l2, "cosine": e.cosine}
-                for e in layers.layers],
-               [("index", "#"), ("node", "layer"), ("op", "op"), ("rel_l2", "rel L2"), ("cosine", "cosine")])
-    jump = layers.first_jump
-    if jump is not None:
-        click.echo(f"first jump: {jump.node} ({jump.op}, tensor #{jump.index}): rel L2 {jump.rel_l2:.3g}, above "
-                   f"{layers.floor:g} and {layers.ratio:g}x every error before it")
-    else:
-        click.echo(f"no jump: every tensor stays below {layers.floor:g} or within {layers.ratio:g}x of the "
-                   "errors before it (the error grows smoothly)")
 
 
 def _photos(folder: str, limit: int = 64) -> list[Any]:
@@ -553,6 +491,7 @@ class PredictResolution(Resolution):
     help="224, HxW or native (each image's own size) [default: the weights config's 224 crop].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON to FILE.")
 def predict(
     images: tuple[str, ...],
     engine: str | None,
@@ -567,6 +506,7 @@ def predict(
     labels: str | None,
     resolution: Any,
     as_json: bool,
+    json_out: str | None,
 ) -> None:
     """Top-k classes of each IMAGE with softmax probabilities.
 
@@ -578,6 +518,8 @@ def predict(
 
     if sum(x is not None for x in (engine, onnx_path, variant)) != 1:
         raise click.UsageError("give exactly one of --engine, --onnx or --variant")
+    if json_out:
+        check_output_file(json_out, "--json-out")
     if (weights or pretrained) and variant is None:
         raise click.UsageError("--weights and --pretrained go with --variant")
     if weights and pretrained:
@@ -619,17 +561,14 @@ def predict(
                     cols += [("label", "label")] if names else []
                     echo_table([s.to_dict() for s in res.top], cols + [("probability", "probability")])
                     click.echo("")
+    data = {"model": info.to_dict(), "results": [r.to_dict() for r in results]}
+    if json_out:
+        write_json(json_out, data)
     if as_json:
-        echo_json({"model": info.to_dict(), "results": [r.to_dict() for r in results]})
+        echo_json(data)
     failed = sum(not r.ok for r in results)
     if failed:
         raise click.ClickException(f"{failed} of {len(results)} images could not be classified")
-
-
-EVAL_COLUMNS = [
-    ("name", "model"), ("precision", "precision"), ("top1", "top-1"), ("top5", "top-5"),
-    ("top1_vs_reference", "vs torch (pts)"), ("agreement", "agrees w/ torch"), ("images_per_s", "images/s"),
-]
 
 
 @main.command(cls=GreedyCommand)
@@ -666,10 +605,8 @@ def evaluate(
     image can be read.
     """
     from contextlib import ExitStack
-    from pathlib import Path
 
     from deploy.backends import RunnerOptions
-    from deploy.bench import write_text
     from deploy.evaluate import DatasetError, load_dataset
     from deploy.evaluate import evaluate as run_evaluate
     from deploy.predict import open_classifier
@@ -683,7 +620,7 @@ def evaluate(
     if onnx_backends and not onnx_paths:
         raise click.UsageError("--onnx-backend goes with --onnx")
     if json_out:
-        _check_output_file(json_out, "--json-out")
+        check_output_file(json_out, "--json-out")
     with user_errors():
         try:
             dataset = load_dataset(data, labels_file)
@@ -709,14 +646,14 @@ def evaluate(
                 stack.enter_context(m.runner)
                 for note in m.notes:
                     click.echo(f"Note: {note}", err=True)
-            with _count_progress("evaluating", quiet=as_json) as progress:
+            with count_progress("evaluating", quiet=as_json) as progress:
                 try:
                     report = run_evaluate(models, dataset, batch=batch, limit=limit, resolution=resolution,
                                           progress=progress)
                 except DatasetError as exc:
                     raise click.UsageError(str(exc)) from None
         if json_out:
-            write_text(Path(json_out), json.dumps(report.to_dict(), indent=2) + "\n")
+            write_json(json_out, report.to_dict())
     if as_json:
         echo_json(report.to_dict())
         return
@@ -731,27 +668,6 @@ def evaluate(
         click.echo(f"skipped {line}", err=True)
     if json_out:
         click.echo(f"wrote {json_out}")
-
-
-def _check_output_file(path: str, option: str, *, formats: Sequence[str] | None = None) -> None:
-    """Refuse, before any work, an output file that cannot be written (exit 2, naming the option):
-    a folder, a missing or read-only parent folder, or (``formats``) an extension not in the list."""
-    import os
-    from pathlib import Path
-
-    p = Path(path)
-    if p.is_dir():
-        raise click.BadParameter(f"{path} is a folder; give a file name", param_hint=option)
-    if formats is not None and p.suffix.lower().lstrip(".") not in formats:
-        raise click.BadParameter(
-            f"{path}: '{p.suffix or 'no extension'}' is not a format it writes; use one of .{', .'.join(formats)}",
-            param_hint=option,
-        )
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise click.BadParameter(f"folder {parent} does not exist", param_hint=option)
-    if not os.access(parent, os.W_OK):
-        raise click.BadParameter(f"folder {parent} is not writable", param_hint=option)
 
 
 # --------------------------------------------------------------------------- build / doctor (TensorRT)
@@ -832,7 +748,6 @@ def build(
     only on the GPU model and TensorRT version that built them, unless built
     with --hardware-compat / --version-compatible.
     """
-    from pathlib import Path
 
     from deploy.trt.builder import BuildOptions, build_engine
     from deploy.trt.profiles import DEFAULT_PROFILE, ShapeProfile
@@ -976,7 +891,7 @@ def benchmark(
     for option, path, formats in (("--json-out", json_out, None), ("--csv", csv_out, None),
                                   ("--plot", plot_out, PLOT_FORMATS)):
         if path is not None:
-            _check_output_file(path, option, formats=formats)
+            check_output_file(path, option, formats=formats)
     try:
         target = resolve_target(
             variant=variant, backend=backend, onnx=onnx, engine=engine, device=device, precision=precision,
@@ -1001,7 +916,7 @@ def benchmark(
         if not quiet:
             click.echo("\n".join(result.summary_block()) + "\n")
 
-    with user_errors(), _bench_progress(len(cases), timing.estimated_s, quiet) as progress:
+    with user_errors(), bench_progress(len(cases), timing.estimated_s, quiet) as progress:
         report = run_benchmark(target, cases, timing, percentiles=percentiles, peak_tflops=peak_tflops,
                                progress=progress, on_result=show)
 
@@ -1042,76 +957,6 @@ def benchmark(
         echo_layer_times(layers)
     for path in written:
         click.echo(f"wrote {path}")
-
-
-#: what matplotlib writes (``--plot``): by file extension
-PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
-
-
-@contextmanager
-def _count_progress(what: str, *, quiet: bool) -> Iterator[Any]:
-    """``progress(done, total)``: a rich bar on a terminal's stderr, else a plain line every 10%."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if quiet:
-        yield None
-        return
-    if not console.is_terminal:
-        step = {"last": -1}
-
-        def plain(done: int, total: int) -> None:
-            tenth = done * 10 // max(total, 1)
-            if tenth != step["last"] or done == total:
-                step["last"] = tenth
-                click.echo(f"{what}: {done}/{total}", err=True)
-
-        yield plain
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task(what, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
-@contextmanager
-def _bench_progress(cases: int, per_case_s: float | None, quiet: bool) -> Iterator[Any]:
-    """A rich progress bar on stderr for runs longer than a couple of seconds; when stderr is not a
-    terminal (CI logs), one plain line as each case starts."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if quiet or (per_case_s is not None and cases * per_case_s < 2.0 and console.is_terminal):
-        yield None
-        return
-    if not console.is_terminal:
-        started: set[int] = set()
-
-        def plain(index: int, case: Any, fraction: float) -> None:
-            if index not in started:
-                started.add(index)
-                click.echo(f"benchmark: case {index + 1}/{cases} {case.label} ...", err=True)
-
-        yield plain
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(), console=console, transient=True,
-    ) as bar:
-        task = bar.add_task("benchmark", total=float(cases))
-
-        def update(index: int, case: Any, fraction: float) -> None:
-            bar.update(task, completed=index + fraction, description=f"case {index + 1}/{cases} {case.label}")
-
-        yield update
 
 
 if __name__ == "__main__":  # pragma: no cover

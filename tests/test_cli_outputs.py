@@ -105,3 +105,14 @@ def test_plot_names_resolutions(tmp_path, monkeypatch):
     res = _bench("-v", "s", "-r", "64", "32x96", "--plot", str(tmp_path / "p.png"))
     assert res.exit_code == 0, res.output
     assert seen and seen[0] == ["32×96", "64×64"] and (tmp_path / "p.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", [["profile", "-v", "s"], ["validate", "--onnx", "{fp32}"]])
+def test_json_out_writes_what_json_prints(graphs, tmp_path, command):
+    args = [a.format(fp32=graphs["fp32"]) for a in command]
+    printed = CliRunner().invoke(cli.main, [*args, "--json"])
+    written = CliRunner().invoke(cli.main, [*args, "--json-out", str(tmp_path / "o.json")])
+    assert printed.exit_code == written.exit_code == 0, printed.output + written.output
+    assert json.loads(printed.stdout) == json.loads((tmp_path / "o.json").read_text())
+    res = CliRunner().invoke(cli.main, [*args, "--json-out", str(tmp_path / "missing" / "o.json")])
+    assert res.exit_code == 2 and "--json-out" in res.output
