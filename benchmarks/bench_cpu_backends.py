@@ -1,0 +1,231 @@
+"""Every CPU path side by side, interleaved: PyTorch eager, onnxruntime FP32 and INT8, OpenVINO FP32,
+BF16 and INT8, on ConvMLP S/M/L, with the machine's measured FP32 and BF16 matmul peaks, and each
+path's error against PyTorch FP32 on real photographs.
+
+Targets per variant (all from the graphs ``convmlp-deploy export`` ships):
+
+- ``torch``: PyTorch eager FP32;
+- ``ort fp32``: onnxruntime on the FP32 graph;
+- ``ort int8``: onnxruntime on ``export --int8 --int8-layout cpu``;
+- ``ov f32`` / ``ov bf16``: OpenVINO on the FP32 graph, precision hint f32 / bf16;
+- ``ov int8``: OpenVINO on the same INT8 graph (INT8 layers, the rest in OpenVINO's default).
+
+TFLOP/s are 2 x MACs x images/s (INT8 paths: the same MACs, done as integer ops);
+"% peak" is against the measured matmul peak of the precision the path computes in
+(FP32 for torch/ort fp32/ov f32, BF16 for ov bf16; no INT8 roofline is measured, so
+INT8 rows show none). Peaks: 2048^3 matmuls (FP32: torch and onnxruntime, the
+better; BF16: torch and OpenVINO, the better).
+
+    python benchmarks/bench_cpu_backends.py --out results/                                      # ~15 min
+    python benchmarks/bench_cpu_backends.py --variants s --cases 1x224 --duration-s 0.3 --rounds 2 --calibration 16 --out /tmp/c
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_cpu import _best_tflops, measure_cpu_peak  # noqa: E402
+
+from deploy.bench import (  # noqa: E402,I001
+    BenchReport,
+    Case,
+    TimingConfig,
+    machine_info,
+    prepare,
+    resolve_target,
+    versions,
+    write_text,
+)
+from deploy.bench.interleave import Speedup, run_interleaved  # noqa: E402
+from deploy.bench.report import machine_line  # noqa: E402
+
+TARGETS = ("torch", "ort fp32", "ort int8", "ov f32", "ov bf16", "ov int8")
+_START = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def measure_bf16_peak(threads: int, n: int = 2048) -> dict[str, float]:
+    """BF16 TFLOP/s of an ``n x n x n`` matmul in PyTorch (oneDNN) and OpenVINO (bf16 hint)."""
+    import torch
+
+    flops = 2.0 * n**3
+    out: dict[str, float] = {}
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+        out["torch"] = _best_tflops(lambda: torch.mm(a, b), flops)
+    finally:
+        torch.set_num_threads(old)
+    try:
+        import openvino as ov
+        import openvino.runtime.opset13 as ops  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            import openvino as ov
+            import openvino.opset13 as ops  # type: ignore[no-redef]
+        except ImportError:
+            return out
+    x = ops.parameter([n, n], ov.Type.f32)
+    w = ops.constant(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    model = ov.Model([ops.matmul(x, w, False, False)], [x])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                      "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    req = compiled.create_infer_request()
+    xin = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    out["openvino"] = _best_tflops(lambda: req.infer({0: xin}), flops)
+    return out
+
+
+def export_graphs(variant: str, folder: Path, calib_dir: Path, count: int) -> dict[str, Path]:
+    from export.pipeline import ExportConfig, artifact_paths, run_export
+
+    result = run_export(ExportConfig(variant=variant, output_dir=folder, int8=True, calibration=calib_dir,
+                                     calibration_count=count, int8_layout="cpu"))
+    if not result.passed:
+        raise SystemExit(f"export of {variant} failed validation: {'; '.join(result.failures)}")
+    paths = artifact_paths(variant, folder)
+    return {"fp32": paths["fp32"], "int8": paths["int8"]}
+
+
+def targets_for(variant: str, graphs: dict[str, Path], threads: int) -> list[Any]:
+    spec = {
+        "torch": dict(variant=variant, backend="torch"),
+        "ort fp32": dict(onnx=graphs["fp32"]),
+        "ort int8": dict(onnx=graphs["int8"]),
+        "ov f32": dict(onnx=graphs["fp32"], backend="openvino", precision="f32"),
+        "ov bf16": dict(onnx=graphs["fp32"], backend="openvino", precision="bf16"),
+        "ov int8": dict(onnx=graphs["int8"], backend="openvino", precision="auto"),
+    }
+    return [resolve_target(threads=threads, **spec[t]) for t in TARGETS]
+
+
+def accuracy(variant: str, graphs: dict[str, Path], photos: list[Path], threads: int) -> dict[str, dict[str, float]]:
+    """Each path's logits against PyTorch FP32 on the photographs."""
+    import torch
+
+    from convmlp.preprocess import load_image, preprocess
+    from deploy.bench.targets import open_runners
+    from deploy.compare import Tolerance, compare_outputs
+    from deploy.validate import reference_model
+
+    x = np.concatenate([preprocess(load_image(p), variant) for p in photos])
+    with torch.no_grad():
+        ref = reference_model(variant)(torch.from_numpy(x)).numpy()
+    out: dict[str, dict[str, float]] = {}
+    for name, target in zip(TARGETS, targets_for(variant, graphs, threads), strict=True):
+        if name == "torch":
+            continue
+        with open_runners(target) as (runner, *_):
+            got = np.concatenate([runner.infer(x[i:i + 16])["logits"] for i in range(0, len(x), 16)])
+        m = compare_outputs(x.shape, {"logits": ref}, {"logits": got}, Tolerance(name, 1.0, False)).outputs[0]
+        out[name] = {"rel_l2": m.rel_l2, "cosine_min": m.cosine_min, "top1": m.top1 or 0.0, "top5": m.top5 or 0.0}
+    return out
+
+
+def markdown(report: BenchReport, speedups: list[Speedup], acc: dict[str, Any], peaks: dict[str, Any],
+             args: Any) -> str:
+    fp32_peak, bf16_peak = max(peaks["fp32"].values()), max(peaks["bf16"].values() or [0.0])
+    rows: dict[tuple[Any, ...], list[Any]] = {}
+    for r in report.results:
+        rows.setdefault((r.variant, r.batch, r.height, r.width), []).append(r)
+    sp: dict[tuple[Any, ...], list[Speedup]] = {}
+    for s in speedups:
+        sp.setdefault((s.variant, s.case.batch, s.case.height, s.case.width), []).append(s)
+    out = [
+        "## CPU backends side by side (interleaved)",
+        "",
+        f"Machine: {machine_line(report.machine, report.versions)}",
+        "",
+        f"Threads: {args.threads} for every path. {args.rounds} alternating rounds per case, {args.duration_s} s "
+        "per path per case. Matmul peaks (2048^3): FP32 "
+        + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in peaks["fp32"].items()) + " GFLOP/s; BF16 "
+        + (", ".join(f"{k} {v * 1e3:.0f}" for k, v in peaks["bf16"].items()) or "not measured") + " GFLOP/s.",
+        "",
+        "| variant | batch | resolution | path | precision run | median ms | images/s | TFLOP/s | % of its peak "
+        "| speed-up over torch (range) |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for key, results in rows.items():
+        for i, (name, r) in enumerate(zip(TARGETS, results, strict=True)):
+            peak = bf16_peak if name == "ov bf16" else fp32_peak
+            pct = f"{100 * (r.tflops or 0) / peak:.0f}%" if peak and "int8" not in name else "-"
+            speed = "1" if i == 0 else f"**{sp[key][i - 1].median:.2f}x** ({sp[key][i - 1].low:.2f}-{sp[key][i - 1].high:.2f})"
+            out.append(f"| {key[0]} | {key[1]} | {key[2]}x{key[3]} | {name} | {r.precision} | {r.latency.median:.1f} "
+                       f"| {r.images_per_s:.1f} | {r.tflops or 0:.3f} | {pct} | {speed} |")
+    out += ["", f"Error against PyTorch FP32 on {args.photos} real photographs (held-out scikit-image photos; "
+            "INT8 calibrated on the other photographs):", "",
+            "| variant | path | rel L2 | min cosine | top-1 agreement | top-5 overlap |", "|---|---|---:|---:|---:|---:|"]
+    for v, by in acc.items():
+        for name, m in by.items():
+            out.append(f"| {v} | {name} | {m['rel_l2']:.4f} | {m['cosine_min']:.5f} | {m['top1']:.1%} | {m['top5']:.1%} |")
+    out += ["", "All cases:", "", report.markdown_table(), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
+    ap.add_argument("--cases", nargs="+", default=["1x224", "4x320", "1x512"], help="BATCHxSIDE")
+    ap.add_argument("--duration-s", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--warmup-ms", type=float, default=300.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--calibration", type=int, default=128)
+    ap.add_argument("--photos", type=int, default=64)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        cases = [Case(int(b), int(s), int(s)) for b, s in (c.lower().split("x") for c in args.cases)]
+    except ValueError:
+        ap.error("--cases are BATCHxSIDE, e.g. 1x224 4x320")
+    if args.duration_s <= 0 or min(args.threads, args.rounds, args.calibration, args.photos) < 1:
+        ap.error("--duration-s must be > 0; --threads, --rounds, --calibration, --photos >= 1")
+    from tests.photos import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, make_photo_set
+
+    peaks = {"fp32": measure_cpu_peak(args.threads), "bf16": measure_bf16_peak(args.threads)}
+    log(f"peaks (TFLOP/s): {peaks}")
+    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s, min_iterations=args.rounds)
+    report = BenchReport(machine=machine_info("cpu"), versions=versions(),
+                         settings={"timing": timing.to_dict(), "threads": args.threads, "rounds": args.rounds,
+                                   "targets": list(TARGETS), "peaks_tflops": peaks, "percentiles": [90.0, 95.0, 99.0]})
+    speedups: list[Speedup] = []
+    acc: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = make_photo_set(Path(tmp) / "calib", args.calibration, sources=CALIBRATION_PHOTOS, seed=0)
+        photos = make_photo_set(Path(tmp) / "held", args.photos, sources=HELD_OUT_PHOTOS, seed=1)
+        for v in args.variants:
+            log(f"{v}: export FP32 + INT8 (cpu layout)")
+            graphs = export_graphs(v, Path(tmp) / v, calib[0].parent, args.calibration)
+            acc[v] = accuracy(v, graphs, photos, args.threads)
+            targets = [prepare(t, cases) for t in targets_for(v, graphs, args.threads)]
+            log(f"{v}: time {', '.join(TARGETS)}")
+            part, found = run_interleaved(targets, cases, timing, rounds=args.rounds, percentiles=(90.0, 95.0, 99.0))
+            report.results += part.results
+            speedups += found
+    data = report.to_dict()
+    data["accuracy"] = acc
+    data["speedups"] = [s.to_dict() for s in speedups]
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = write_text(args.out / "cpu_backends.md", markdown(report, speedups, acc, peaks, args))
+    write_text(args.out / "cpu_backends.json", json.dumps(data, indent=2) + "\n")
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
