@@ -82,18 +82,13 @@ QUANTIZER = "onnxruntime.quantization quantize_static (QDQ)"
 
 
 def quantizer_version() -> str | None:
-    try:
-        return importlib.metadata.version("onnxruntime")
-    except importlib.metadata.PackageNotFoundError:
-        return importlib.metadata.version("onnxruntime-gpu") if _have("onnxruntime-gpu") else None
-
-
-def _have(dist: str) -> bool:
-    try:
-        importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    """The onnxruntime (or onnxruntime-gpu) version whose quantizer is used."""
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 @dataclass
