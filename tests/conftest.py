@@ -90,3 +90,22 @@ def s_onnx(tmp_path_factory):
         return dest
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def s_graph_pair(tmp_path_factory, s_onnx) -> dict[str, Path]:
+    """``convmlp_s.onnx`` (FP32, with the core metadata ``export`` writes) and ``convmlp_s.fp16.onnx`` beside it."""
+    import onnx
+
+    from export.fp16 import to_fp16
+    from export.onnx import set_metadata
+
+    folder = tmp_path_factory.mktemp("s-pair")
+    fp32 = s_onnx(folder / "convmlp_s.onnx")
+    proto = onnx.load(str(fp32))
+    set_metadata(proto, {"variant": "s", "kind": "classifier", "precision": "fp32", "num_classes": "1000"})
+    onnx.save(proto, str(fp32))
+    half = to_fp16(proto)
+    set_metadata(half, {"precision": "fp16"})
+    onnx.save(half, str(folder / "convmlp_s.fp16.onnx"))
+    return {"fp32": fp32, "fp16": folder / "convmlp_s.fp16.onnx"}

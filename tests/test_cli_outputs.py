@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -14,19 +13,8 @@ import deploy.bench as bench
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory, s_onnx) -> dict[str, Path]:
-    from export.fp16 import to_fp16
-    from export.onnx import set_metadata
-
-    d = tmp_path_factory.mktemp("outs")
-    fp32 = s_onnx(d / "convmlp_s.onnx")
-    proto = onnx.load(str(fp32))
-    set_metadata(proto, {"variant": "s", "kind": "classifier", "precision": "fp32", "num_classes": "1000"})
-    onnx.save(proto, str(fp32))
-    half = to_fp16(proto)
-    set_metadata(half, {"precision": "fp16"})
-    onnx.save(half, str(d / "convmlp_s.fp16.onnx"))
-    return {"fp32": fp32, "fp16": d / "convmlp_s.fp16.onnx"}
+def graphs(s_graph_pair) -> dict[str, Path]:
+    return s_graph_pair
 
 
 def _bench(*args: str):

@@ -19,27 +19,16 @@ DAMAGED = "stages.1.blocks.0.channel_mlp1.fc1/MatMul"
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory, s_onnx) -> dict[str, Path]:
-    from export.fp16 import to_fp16
-    from export.onnx import set_metadata
-
-    d = tmp_path_factory.mktemp("layers")
-    fp32 = s_onnx(d / "convmlp_s.onnx")
-    proto = onnx.load(str(fp32))
-    set_metadata(proto, {"variant": "s", "kind": "classifier", "precision": "fp32", "num_classes": "1000"})
-    onnx.save(proto, str(fp32))
-    half = to_fp16(proto)
-    set_metadata(half, {"precision": "fp16"})
-    onnx.save(half, str(d / "convmlp_s.fp16.onnx"))
-    # the same FP16 graph with one layer's weights damaged
-    bad = d / "bad"
-    bad.mkdir()
+def graphs(tmp_path_factory, s_graph_pair) -> dict[str, Path]:
+    """The FP32/FP16 pair, and the FP16 graph with one layer's weights damaged (its FP32 graph beside it)."""
+    bad = tmp_path_factory.mktemp("layers-bad")
+    half = onnx.load(str(s_graph_pair["fp16"]))
     node = next(n for n in half.graph.node if n.name == DAMAGED)
     init = next(i for i in half.graph.initializer if i.name == node.input[1])
     init.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(init) * -3).astype(np.float16), init.name))
     onnx.save(half, str(bad / "convmlp_s.fp16.onnx"))
-    (bad / "convmlp_s.onnx").write_bytes(fp32.read_bytes())
-    return {"fp32": fp32, "fp16": d / "convmlp_s.fp16.onnx", "bad": bad / "convmlp_s.fp16.onnx"}
+    (bad / "convmlp_s.onnx").write_bytes(s_graph_pair["fp32"].read_bytes())
+    return {**s_graph_pair, "bad": bad / "convmlp_s.fp16.onnx"}
 
 
 def test_every_tensor_of_the_fp32_graph_is_matched(graphs):

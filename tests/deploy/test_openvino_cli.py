@@ -25,14 +25,8 @@ from deploy.runners import openvino as ov_runner  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory, s_onnx) -> Path:
-    path = s_onnx(tmp_path_factory.mktemp("ovcli") / "convmlp_s.onnx")
-    proto = onnx.load(str(path))
-    from export.onnx import set_metadata
-
-    set_metadata(proto, {"variant": "s", "kind": "classifier", "precision": "fp32", "num_classes": "1000"})
-    onnx.save(proto, str(path))
-    return path
+def graph(s_graph_pair) -> Path:
+    return s_graph_pair["fp32"]
 
 
 def test_gate_follows_the_least_exact_precision():
