@@ -202,6 +202,8 @@ def profile(
 )
 @click.option("--fp16/--no-fp16", default=False, help="Also write the mixed-precision FP16 graph for TensorRT.")
 @click.option("--features", is_flag=True, help="Also write the F1..F4 backbone graph.")
+@click.option("--openvino", is_flag=True,
+              help="Also write OpenVINO IR (.openvino.xml + .bin) of each graph but the FP16 one; needs [openvino].")
 @click.option("--int8", is_flag=True, help="Also write the INT8 Q/DQ graph (INT8+FP16 for TensorRT); needs --calibration.")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of images (searched recursively) to calibrate --int8 on.")
@@ -216,16 +218,19 @@ def profile(
     help="Graph simplifier; its graph is kept only if no larger and still dynamic.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--json-out", type=click.Path(), default=None,
+              help="Also write the report to FILE (written on a failed validation too, unlike report.json).")
 def export(
     variant: str, weights: str | None, pretrained: bool, num_classes: int, output_dir: str, exporter: str,
-    opset: int | None, fp16: bool, features: bool, int8: bool, calibration: str | None, calibration_count: int,
-    calibration_method: str, int8_layout: str, simplifier: str, as_json: bool,
+    opset: int | None, fp16: bool, features: bool, openvino: bool, int8: bool, calibration: str | None, calibration_count: int,
+    calibration_method: str, int8_layout: str, simplifier: str, as_json: bool, json_out: str | None,
 ) -> None:
     """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
 
-    Writes convmlp_{v}.onnx (+ .fp16.onnx, .features.onnx) and convmlp_{v}.report.json
-    into --output-dir. Every graph is checked against PyTorch on onnxruntime first;
-    if any fails (exit 3), no existing artifact is replaced.
+    Writes convmlp_{v}.onnx (+ .fp16.onnx, .int8.onnx, .features.onnx, .openvino.xml)
+    and convmlp_{v}.report.json into --output-dir. Every graph is checked against
+    PyTorch on onnxruntime first (each IR on OpenVINO); if any fails (exit 3), no
+    existing artifact is replaced.
     """
 
     from export.pipeline import ExportConfig, run_export
@@ -234,16 +239,20 @@ def export(
         raise click.UsageError("give either --weights or --pretrained, not both")
     if int8 != (calibration is not None):
         raise click.UsageError("--int8 and --calibration DIR go together (INT8 is calibrated on your images)")
+    if json_out:
+        check_output_file(json_out, "--json-out")
     cfg = ExportConfig(
         variant=variant.lower(), output_dir=Path(output_dir), weights=Path(weights) if weights else None,
         pretrained=pretrained, num_classes=num_classes, exporter=exporter, opset=opset, fp16=fp16, features=features,
-        simplifier=simplifier, int8=int8, calibration=Path(calibration) if calibration else None,
+        openvino=openvino, simplifier=simplifier, int8=int8, calibration=Path(calibration) if calibration else None,
         calibration_count=calibration_count, calibration_method=calibration_method, int8_layout=int8_layout,
     )
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     with user_errors(), count_progress("calibrating", quiet=as_json) as progress:
         cfg.calibration_progress = progress
         result = run_export(cfg, log=log)
+        if json_out:
+            write_json(json_out, result.report)
     if as_json:
         echo_json(result.report)
     else:
@@ -251,9 +260,11 @@ def export(
             click.echo("")
             echo_validation(g.validation)
         click.echo("")
+        width = max(len(g.name) for g in result.graphs)
         for g in result.graphs:
             state = f"{g.size_bytes / 2**20:.1f} MiB" if result.passed else "not written"
-            click.echo(f"{g.name:>8}: {g.path} ({g.nodes} nodes, {state})")
+            unit = "layers" if g.weights_path else "nodes"
+            click.echo(f"{g.name:>{width}}: {g.path} ({g.nodes} {unit}, {state})")
         if result.report_path:
             click.echo(f"  report: {result.report_path}")
         click.echo(f"total {result.timings['total_s']:.1f} s")
@@ -265,13 +276,14 @@ def export(
 
 
 @main.command()
-@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), help="ONNX file to check.")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
+              help="ONNX file to check (or an OpenVINO IR .xml from 'export --openvino').")
 @click.option("--engine", "engine_path", type=click.Path(exists=True, dir_okay=False), help="TensorRT engine to check.")
 @click.option("--variant", "-v", type=VARIANT, default=None, help="Variant (default: from the file's metadata).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint the file was exported from.")
 @click.option(
-    "--backend", type=click.Choice([n for n, b in BACKENDS.items() if b.reads == "onnx"]), default="onnxruntime",
-    help="Runtime for --onnx.",
+    "--backend", type=click.Choice([n for n, b in BACKENDS.items() if b.reads == "onnx"]), default=None,
+    help="Runtime for --onnx [default: onnxruntime; openvino for an IR .xml].",
 )
 @click.option(
     "--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
@@ -292,7 +304,7 @@ def export(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON report to FILE.")
 def validate(
-    onnx_path: str | None, engine_path: str | None, variant: str | None, weights: str | None, backend: str,
+    onnx_path: str | None, engine_path: str | None, variant: str | None, weights: str | None, backend: str | None,
     provider: str | None, precision: str | None, threads: int | None, images: str | None, per_layer: bool,
     reference_onnx: str | None, as_json: bool, json_out: str | None,
 ) -> None:
@@ -302,10 +314,17 @@ def validate(
     profile's min, opt and max plus odd sizes inside. Gates: FP32 relative L2
     error <= 1e-4; FP16 <= 3e-3 and the same top-1 on every sample.
     """
+    from deploy.backends import default_backend
+    from deploy.ir import is_ir
     from deploy.validate import validate_engine, validate_onnx
 
     if (onnx_path is None) == (engine_path is None):
         raise click.UsageError("give exactly one of --onnx PATH or --engine PATH")
+    if backend and engine_path:
+        raise click.UsageError("--backend applies to --onnx (an engine runs on TensorRT)")
+    backend = backend or (default_backend("onnx", onnx_path) if onnx_path else None)
+    if per_layer and onnx_path and is_ir(onnx_path):
+        raise click.UsageError("--per-layer compares ONNX graphs on onnxruntime: give the .onnx this IR came from")
     if provider and engine_path:
         raise click.UsageError("--provider applies to --onnx only")
     if images and engine_path:
@@ -406,6 +425,7 @@ def _photos(folder: str, limit: int = 64) -> list[Any]:
 )
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100, help="Dynamic batcher queue delay.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON to FILE.")
 def triton(
     engine: str | None,
     onnx_path: str | None,
@@ -422,6 +442,7 @@ def triton(
     preferred_batch_sizes: tuple[int, ...],
     max_queue_delay_us: int,
     as_json: bool,
+    json_out: str | None,
 ) -> None:
     """Write a Triton model repository entry (config.pbtxt + 1/model.plan or 1/model.onnx).
 
@@ -432,6 +453,8 @@ def triton(
 
     if (engine is None) == (onnx_path is None):
         raise click.UsageError("give exactly one of --engine or --onnx")
+    if json_out:
+        check_output_file(json_out, "--json-out")
     with user_errors():
         facts = read_model_facts(engine=engine, onnx=onnx_path)
         try:
@@ -444,6 +467,8 @@ def triton(
             entry = write_model_entry(facts, opts, repository)
         except TritonOptionError as exc:
             raise click.UsageError(str(exc)) from None
+        if json_out:
+            write_json(json_out, entry.to_dict())
     if as_json:
         echo_json(entry.to_dict())
         return
@@ -580,9 +605,10 @@ def predict(
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --variant.")
 @click.option("--pretrained", is_flag=True, help="Official ImageNet-1k weights for --variant (downloads).")
 @click.option("--onnx", "onnx_paths", type=click.Path(exists=True, dir_okay=False), multiple=True,
-              help="ONNX graph(s) from 'export' (FP32, FP16, INT8...); several allowed.")
+              help="ONNX graph(s) from 'export' (FP32, FP16, INT8...) or OpenVINO IR .xml; several allowed.")
 @click.option("--onnx-backend", "onnx_backends", type=click.Choice([n for n, b in BACKENDS.items() if b.reads == "onnx"]),
-              multiple=True, help="Runtime(s) for each --onnx [default: onnxruntime]; several give a row each.")
+              multiple=True,
+              help="Runtime(s) for each --onnx [default: onnxruntime; openvino for an IR]; several give a row each.")
 @click.option("--engine", "engine_paths", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="TensorRT engine(s) (with their .json sidecars); several allowed.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=32, help="Images per inference.")
@@ -606,7 +632,7 @@ def evaluate(
     """
     from contextlib import ExitStack
 
-    from deploy.backends import RunnerOptions
+    from deploy.backends import RunnerOptions, default_backend
     from deploy.evaluate import DatasetError, load_dataset
     from deploy.evaluate import evaluate as run_evaluate
     from deploy.predict import open_classifier
@@ -636,7 +662,7 @@ def evaluate(
                 if variant is not None:
                     models.append(open_classifier(variant=variant, weights=weights, pretrained=pretrained))
                 for path in onnx_paths:
-                    for b in onnx_backends or ("onnxruntime",):
+                    for b in onnx_backends or (default_backend("onnx", path),):
                         models.append(open_classifier(onnx=path, backend=b, options=RunnerOptions()))
                 for path in engine_paths:
                     models.append(open_classifier(engine=path))
@@ -727,6 +753,7 @@ class ProfileParam(click.ParamType):
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Engine path [default: the ONNX path with .engine].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
+@click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON to FILE.")
 def build(
     onnx_path: str,
     min_shape: tuple[int, ...] | None,
@@ -741,6 +768,7 @@ def build(
     weak_fp16: bool,
     output: str | None,
     as_json: bool,
+    json_out: str | None,
 ) -> None:
     """Build a TensorRT engine (plan + .json sidecar) from an exported ONNX graph.
 
@@ -749,6 +777,7 @@ def build(
     with --hardware-compat / --version-compatible.
     """
 
+    from deploy.ir import is_ir
     from deploy.trt.builder import BuildOptions, build_engine
     from deploy.trt.profiles import DEFAULT_PROFILE, ShapeProfile
 
@@ -772,8 +801,14 @@ def build(
         version_compatible=version_compatible,
         weak_fp16=weak_fp16,
     )
+    if is_ir(onnx_path):
+        raise click.UsageError("build takes an ONNX graph; an OpenVINO IR (.xml) runs on OpenVINO only")
+    if json_out:
+        check_output_file(json_out, "--json-out")
     with user_errors():
         result = build_engine(onnx_path, profiles, options, output)
+        if json_out:
+            write_json(json_out, result.to_dict())
     if as_json:
         echo_json(result.to_dict())
         return
@@ -790,11 +825,17 @@ def build(
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def doctor(as_json: bool) -> None:
+@click.option("--json-out", type=click.Path(), default=None, help="Also write the JSON to FILE.")
+def doctor(as_json: bool, json_out: str | None) -> None:
     """What this machine has (GPU, CUDA, onnxruntime, TensorRT...) and which commands can run."""
     from deploy.doctor import collect, command_rows, component_rows
 
+    if json_out:
+        check_output_file(json_out, "--json-out")
     report = collect()
+    if json_out:
+        with user_errors():
+            write_json(json_out, report)
     if as_json:
         echo_json(report)
         return
@@ -814,12 +855,13 @@ def _parse_percentiles(ctx: click.Context, param: click.Parameter, value: str) -
 
 @main.command(cls=GreedyCommand)
 @click.option("--variant", "-v", type=VARIANT, help="Variant: the model for torch; with --onnx/--engine, for GMACs.")
-@click.option("--onnx", type=click.Path(exists=True, dir_okay=False), help="ONNX file (implies onnxruntime).")
+@click.option("--onnx", type=click.Path(exists=True, dir_okay=False),
+              help="ONNX file (implies onnxruntime), or OpenVINO IR .xml (implies openvino).")
 @click.option("--engine", type=click.Path(exists=True, dir_okay=False), help="TensorRT engine (implies tensorrt).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for torch (default: synthetic).")
 @click.option(
     "--backend", type=click.Choice(list(BACKEND_NAMES)), default=None,
-    help="Runtime; inferred from --onnx (onnxruntime) / --engine / --variant when omitted.",
+    help="Runtime; inferred from --onnx (onnxruntime; openvino for .xml) / --engine / --variant when omitted.",
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default cpu (cuda for --engine).")
 @click.option(

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackendUnavailable
+from .ir import is_ir
 from .runners.base import Runner
 
 __all__ = ["RunnerOptions", "Backend", "BACKENDS", "backend", "backend_names", "default_backend", "READS"]
 
-#: what a backend takes: a PyTorch variant (with weights), an ONNX graph, or a TensorRT engine
+#: what a backend takes: a PyTorch variant (with weights), an ONNX graph (or OpenVINO IR), or a TensorRT engine
 READS = ("variant", "onnx", "engine")
+#: the backends among those that read ``onnx`` which also read an OpenVINO IR (``.xml`` + ``.bin``)
+READS_IR = ("openvino",)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class Backend:
     def open(self, source: Any, options: RunnerOptions | None = None) -> Runner:
         """A runner (not yet active) for ``source``: a path for ONNX/engine backends, a module for PyTorch."""
         options = options or RunnerOptions()
+        if self.reads == "onnx" and is_ir(source) and self.name not in READS_IR:
+            raise ValueError(f"{Path(source).name} is an OpenVINO IR: run it with --backend openvino, not {self.name}")
         self.require()
         self.check_options(options)
         return self.make(source, options)
@@ -176,6 +181,8 @@ def backend_names(reads: str | None = None) -> list[str]:
     return [n for n, b in BACKENDS.items() if reads is None or b.reads == reads]
 
 
-def default_backend(reads: str) -> str:
-    """The backend a file or variant runs on when ``--backend`` is not given."""
+def default_backend(reads: str, source: Any = None) -> str:
+    """The backend a file or variant runs on when ``--backend`` is not given (an OpenVINO IR: openvino)."""
+    if reads == "onnx" and source is not None and is_ir(source):
+        return "openvino"
     return {"variant": "torch", "onnx": "onnxruntime", "engine": "tensorrt"}[reads]

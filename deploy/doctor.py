@@ -158,6 +158,7 @@ def collect() -> dict[str, Any]:
         "export --fp16": can(libs["onnxconverter_common"] is not None, OPTIONAL["onnxconverter_common"][1]),
         "export --int8": can(usable["onnxruntime"], "needs onnxruntime (its quantizer and calibration runs): "
                              + why_not["onnxruntime"]),
+        "export --openvino": can(usable["openvino"], why_not["openvino"]),
         "validate --onnx": can(bool(onnx_backends), why_not["onnxruntime"], backends=onnx_backends),
         "validate --engine": can(usable["tensorrt"], why_not["tensorrt"]),
         "build": can(usable["tensorrt"], why_not["tensorrt"]),

@@ -21,7 +21,7 @@ import numpy as np
 from convmlp.preprocess import INTERPOLATIONS, ImageError, ResolutionLike, load_image, preprocess
 from convmlp.weights import PRETRAINED_CFGS, PretrainedCfg
 
-from .backends import Backend, RunnerOptions, backend
+from .backends import Backend, RunnerOptions, backend, default_backend
 from .errors import BackendUnavailable, DeployError
 from .runners.base import Runner
 
@@ -184,9 +184,9 @@ def cfg_from_metadata(base: PretrainedCfg, meta: dict[str, str]) -> PretrainedCf
 
 
 def _open_onnx(path: Path, backend: str, options: RunnerOptions) -> ModelInfo:
-    from .triton import read_onnx_facts
+    from .triton import read_graph_facts
 
-    facts = read_onnx_facts(path)
+    facts = read_graph_facts(path)
     if facts.kind != "classifier" or facts.num_classes is None:
         raise DeployError(f"{path}: a {facts.kind} graph (outputs {', '.join(facts.output_names)}); predict needs a classifier")
     notes = []
@@ -276,7 +276,7 @@ def open_classifier(
             raise ValueError(f"--backend {backend} does not run TensorRT engines")
         return _open_engine(Path(engine))
     if onnx is not None:
-        return _open_onnx(Path(onnx), backend or "onnxruntime", options or RunnerOptions())
+        return _open_onnx(Path(onnx), backend or default_backend("onnx", onnx), options or RunnerOptions())
     if backend not in (None, "torch"):
         raise ValueError(f"--backend {backend} does not run a PyTorch --variant")
     assert variant is not None

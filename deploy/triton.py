@@ -1,11 +1,13 @@
 """Triton Inference Server model repository entries for ConvMLP engines and ONNX graphs.
 
 ``write_model_entry`` lays out ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.plan``
-(platform ``tensorrt_plan``) or ``REPO/NAME/1/model.onnx``, served by Triton's
+(platform ``tensorrt_plan``), ``REPO/NAME/1/model.onnx``, served by Triton's
 onnxruntime backend (platform ``onnxruntime_onnx``, GPU or CPU instances) or by its
-OpenVINO backend (``backend: "openvino"``, CPU instances).
+OpenVINO backend (``backend: "openvino"``, CPU instances), or an OpenVINO IR as
+``REPO/NAME/1/model.xml`` + ``model.bin`` (OpenVINO backend).
 Every fact in the config is read from the model itself: the ONNX graph and its
-``metadata_props``, or the engine's sidecar manifest (``deploy.trt.manifest``).
+``metadata_props``, the IR and its ``rt_info`` (``deploy.ir``), or the engine's
+sidecar manifest (``deploy.trt.manifest``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from convmlp.spec import io_spec
 
 from .artifacts import stage_bytes, stage_copy
 from .errors import DeployError
+from .ir import IRTensor, ir_bin_path, is_ir, read_ir
 
 __all__ = [
     "TritonOptionError",
@@ -31,6 +34,8 @@ __all__ = [
     "TritonOptions",
     "ModelEntry",
     "read_onnx_facts",
+    "read_ir_facts",
+    "read_graph_facts",
     "read_engine_facts",
     "read_model_facts",
     "resolve_options",
@@ -44,10 +49,19 @@ __all__ = [
 DEFAULT_ONNX_MAX_BATCH = 32
 DEFAULT_QUEUE_DELAY_US = 100
 
-_PLATFORMS = {"tensorrt": ("tensorrt_plan", "model.plan"), "onnx": ("onnxruntime_onnx", "model.onnx")}
+#: model file kind -> (Triton platform, file name in the version folder); an IR has no platform (backend only)
+_PLATFORMS = {
+    "tensorrt": ("tensorrt_plan", "model.plan"),
+    "onnx": ("onnxruntime_onnx", "model.onnx"),
+    "ir": ("", "model.xml"),
+}
+#: every model file name an entry may hold (others are removed when an entry changes kind)
+_MODEL_FILES = ("model.plan", "model.onnx", "model.xml", "model.bin")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # onnx.TensorProto element types -> Triton data types
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16", 6: "TYPE_INT32", 7: "TYPE_INT64"}
+_NUMPY_TO_TRITON = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int32": "TYPE_INT32",
+                    "int64": "TYPE_INT64"}
 
 
 class TritonOptionError(ValueError):
@@ -68,7 +82,7 @@ class ModelFacts:
     """What a model file says about itself, as far as Triton cares."""
 
     path: Path
-    backend: str  # "tensorrt" or "onnx"
+    backend: str  # "tensorrt", "onnx" or "ir" (OpenVINO IR)
     kind: str  # "classifier" or "features"
     variant: str | None
     num_classes: int | None
@@ -97,9 +111,17 @@ class ModelFacts:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
+    def files(self) -> list[tuple[Path, str]]:
+        """(source file, name in the version folder) of everything the entry serves."""
+        out = [(self.path, self.model_filename)]
+        if self.backend == "ir":
+            out.append((ir_bin_path(self.path), "model.bin"))
+        return out + [(self.path.parent / rel, rel) for rel in self.extra_files]
+
     def default_name(self, runtime: str | None = None) -> str:
         kind = "_features" if self.kind == "features" else ""
-        suffix = "trt" if self.backend == "tensorrt" else "openvino" if runtime == "openvino" else "onnx"
+        served_by = runtime or _RUNTIME[self.backend]
+        suffix = {"tensorrt": "trt", "openvino": "openvino"}.get(served_by, "onnx")
         return f"convmlp_{self.variant or 'model'}{kind}_{suffix}"
 
 
@@ -211,6 +233,50 @@ def read_onnx_facts(path: str | os.PathLike[str]) -> ModelFacts:
 
     inputs = (tensor(real_inputs[0], "input"),)
     outputs = tuple(tensor(o, "output") for o in graph.output)
+    extra = sorted(
+        {
+            e.value
+            for t in graph.initializer
+            if uses_external_data(t)
+            for e in t.external_data
+            if e.key == "location"
+        }
+    )
+    return _graph_facts(path, "onnx", meta, inputs, outputs, tuple(extra))
+
+
+def read_ir_facts(path: str | os.PathLike[str]) -> ModelFacts:
+    """``read_onnx_facts`` for an OpenVINO IR (``.xml`` + ``.bin`` from ``export --openvino``)."""
+    info = read_ir(path)
+    if len(info.inputs) != 1:
+        raise DeployError(f"{info.path}: expected one image input, found {len(info.inputs)}")
+
+    def tensor(t: IRTensor, what: str) -> TensorConfig:
+        if t.dtype not in _NUMPY_TO_TRITON:
+            raise DeployError(f"{info.path}: {what} {t.name!r} has unsupported element type {t.dtype}")
+        if not t.dims:
+            raise DeployError(f"{info.path}: {what} {t.name!r} has no shape")
+        if t.dims[0] != -1:
+            raise DeployError(
+                f"{info.path}: {what} {t.name!r} has a fixed batch axis ({t.dims[0]}); export with a dynamic batch"
+            )
+        return TensorConfig(t.name, _NUMPY_TO_TRITON[t.dtype], t.dims[1:])
+
+    inputs = (tensor(info.inputs[0], "input"),)
+    outputs = tuple(tensor(o, "output") for o in info.outputs)
+    return _graph_facts(info.path, "ir", {**info.metadata, "precision": info.precision}, inputs, outputs, ())
+
+
+def read_graph_facts(path: str | os.PathLike[str]) -> ModelFacts:
+    """``read_ir_facts`` for an IR ``.xml``, ``read_onnx_facts`` otherwise."""
+    return read_ir_facts(path) if is_ir(path) else read_onnx_facts(path)
+
+
+def _graph_facts(
+    path: Path, backend: str, meta: dict[str, str], inputs: tuple[TensorConfig, ...],
+    outputs: tuple[TensorConfig, ...], extra: tuple[str, ...],
+) -> ModelFacts:
+    """Kind, classes and variant of a graph (ONNX or IR) from its metadata, checked against its outputs."""
     names = [o.name for o in outputs]
     kind = meta.get("kind") or ("classifier" if len(outputs) == 1 else "features")
     if kind not in ("classifier", "features"):
@@ -224,27 +290,17 @@ def read_onnx_facts(path: str | os.PathLike[str]) -> ModelFacts:
             raise DeployError(
                 f"{path}: metadata says num_classes={meta['num_classes']} but the graph outputs {num_classes}"
             )
-    variant = meta.get("variant") or None
-    extra = sorted(
-        {
-            e.value
-            for t in graph.initializer
-            if uses_external_data(t)
-            for e in t.external_data
-            if e.key == "location"
-        }
-    )
     return ModelFacts(
         path=path,
-        backend="onnx",
+        backend=backend,
         kind=kind,
-        variant=variant,
+        variant=meta.get("variant") or None,
         num_classes=num_classes,
         precision=meta.get("precision"),
         inputs=inputs,
         outputs=outputs,
         metadata=meta,
-        extra_files=tuple(extra),
+        extra_files=extra,
     )
 
 
@@ -310,16 +366,20 @@ def read_engine_facts(path: str | os.PathLike[str]) -> ModelFacts:
 
 
 def read_model_facts(*, engine: str | os.PathLike[str] | None = None, onnx: str | os.PathLike[str] | None = None) -> ModelFacts:
-    """``read_engine_facts`` or ``read_onnx_facts``, whichever file is given."""
+    """``read_engine_facts`` or ``read_graph_facts`` (ONNX or OpenVINO IR), whichever file is given."""
     if (engine is None) == (onnx is None):
         raise ValueError("give exactly one of engine or onnx")
-    return read_engine_facts(engine) if engine is not None else read_onnx_facts(onnx)  # type: ignore[arg-type]
+    return read_engine_facts(engine) if engine is not None else read_graph_facts(onnx)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- options and config
 
 
 RUNTIMES = ("tensorrt", "onnxruntime", "openvino")
+#: model file kind -> the Triton backends that serve it (the first is the default)
+_SERVES = {"tensorrt": ("tensorrt",), "onnx": ("onnxruntime", "openvino"), "ir": ("openvino",)}
+_RUNTIME = {k: v[0] for k, v in _SERVES.items()}
+_DESCRIBE = {"tensorrt": "a TensorRT engine", "onnx": "an ONNX graph", "ir": "an OpenVINO IR"}
 INSTANCE_KINDS = ("gpu", "cpu")
 
 
@@ -345,12 +405,13 @@ def resolve_options(
     max batch the engine's profile maximum (ONNX: 32); preferred sizes the engine's
     opt batch and the max batch. ``threads``/``streams`` are OpenVINO parameters.
     """
-    runtime = runtime or ("tensorrt" if facts.backend == "tensorrt" else "onnxruntime")
+    runtime = runtime or _RUNTIME[facts.backend]
     if runtime not in RUNTIMES:
         raise TritonOptionError(f"unknown Triton backend {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    if (runtime == "tensorrt") != (facts.backend == "tensorrt"):
+    if runtime not in _SERVES[facts.backend]:
         raise TritonOptionError(
-            f"--backend {runtime} does not serve {'a TensorRT engine' if facts.backend == 'tensorrt' else 'an ONNX graph'}"
+            f"--backend {runtime} does not serve {_DESCRIBE[facts.backend]} (use --backend "
+            f"{' or '.join(_SERVES[facts.backend])})"
         )
     kind = instance_kind or ("cpu" if runtime == "openvino" else "gpu")
     if kind not in INSTANCE_KINDS:
@@ -519,9 +580,8 @@ def write_model_entry(facts: ModelFacts, opts: TritonOptions, repository: str | 
     staged: list[tuple[Path, Path]] = []
     done = False
     try:
-        targets = [(facts.path, version / facts.model_filename)]
-        targets += [(facts.path.parent / rel, version / rel) for rel in facts.extra_files]
-        for src, dst in targets:
+        for src, name in facts.files():
+            dst = version / name
             if not src.is_file():
                 raise DeployError(f"{src}: file not found (needed by {facts.path.name})")
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -539,8 +599,8 @@ def write_model_entry(facts: ModelFacts, opts: TritonOptions, repository: str | 
             shutil.rmtree(entry, ignore_errors=True)
     if opts.labels is None:  # a class-name file of an earlier entry no config points at any more
         (entry / LABELS_FILE).unlink(missing_ok=True)
-    # a model file of the other platform left from an earlier entry would confuse readers
-    for other in ("model.plan", "model.onnx"):
-        if other != facts.model_filename:
+    # a model file of another kind left from an earlier entry would confuse readers
+    for other in _MODEL_FILES:
+        if other not in {name for _, name in facts.files()}:
             (version / other).unlink(missing_ok=True)
     return ModelEntry(repo, opts.model_name, entry / "config.pbtxt", version / facts.model_filename, facts, opts)

@@ -18,6 +18,7 @@ from convmlp.weights import synthesize_weights
 
 from .compare import Tolerance, ValidationReport, compare_outputs, tolerance_for
 from .errors import DeployError
+from .ir import is_ir, read_ir
 from .runners.base import Runner
 from .runners.torch_runner import TorchRunner
 
@@ -181,8 +182,11 @@ def validate_runner(
 
 
 def _graph_metadata(path: Path) -> dict[str, str]:
+    """The metadata ``export`` wrote into an ONNX graph (``metadata_props``) or an IR (``rt_info``)."""
     import onnx
 
+    if is_ir(path):
+        return read_ir(path).metadata
     if not path.is_file():
         raise DeployError(f"ONNX file not found: {path}")
     try:
@@ -233,27 +237,28 @@ def validate_onnx(
     variant: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     providers: list[str] | None = None,
-    backend: str = "onnxruntime",
+    backend: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
     images: Sequence[str | os.PathLike[str]] = (),
     shapes: Sequence[Shape] = DEFAULT_GRID,
     on_case: Callable[[Shape], None] | None = None,
 ) -> ValidationReport:
-    """Check any ONNX file written by ``export`` (or compatible) against PyTorch FP32.
+    """Check any ONNX file written by ``export`` (or compatible), or its OpenVINO IR, against PyTorch FP32.
 
     ``images``: real photographs added as one more case (classifiers only), on which
     the reduced-precision gates also check top-1 agreement.
 
     ``backend``: any backend of ``deploy.backends`` that reads ONNX (onnxruntime,
-    openvino); ``precision``: its run-time precision where it has one (OpenVINO).
+    openvino; None: onnxruntime, or openvino for an IR ``.xml``); ``precision``: its
+    run-time precision where it has one (OpenVINO).
     The gate is that of the least exact of the graph's precision and the one the
     backend actually ran (an FP32 graph on OpenVINO BF16 gets the BF16 gate).
     """
-    from .backends import RunnerOptions
+    from .backends import RunnerOptions, default_backend
     from .backends import backend as lookup
 
-    b = lookup(backend)
+    b = lookup(backend or default_backend("onnx", path))
     if b.reads != "onnx":
         raise ValueError(f"--backend {backend} does not run ONNX graphs")
     path = Path(path)

@@ -1,9 +1,11 @@
-"""The export job: PyTorch -> ONNX (FP32, FP16, features) -> simplified -> validated -> written.
+"""The export job: PyTorch -> ONNX (FP32, FP16, INT8, features) -> simplified -> validated -> written.
 
 Every graph is checked with the full ONNX checker and against PyTorch FP32 on
-onnxruntime before it is written; artifacts are staged next to their final
-names and renamed into place only when every graph of the run passed, so a
-failed run never replaces a good artifact.
+onnxruntime before it is written; with ``openvino=True`` each graph except the
+FP16 one is also converted to an OpenVINO IR, which is checked against PyTorch
+on OpenVINO (FP32 inference precision) at its graph's gate. Artifacts are
+staged next to their final names and renamed into place only when everything
+of the run passed, so a failed run never replaces a good artifact.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +31,9 @@ from convmlp.spec import IOSpec, io_spec
 from convmlp.weights import file_sha256, synthesize_weights
 from deploy.artifacts import atomic_write_json, staged_path
 from deploy.compare import Tolerance, ValidationReport, tolerance_for
+from deploy.ir import ir_bin_path, is_ir, read_ir
 from deploy.runners.onnxrt import OnnxRuntimeRunner
+from deploy.runners.openvino import OpenVINORunner
 from deploy.validate import (
     DEFAULT_GRID,
     SYNTHETIC_SEED,
@@ -51,6 +57,7 @@ from .onnx import (
     resolve_opset,
     set_metadata,
 )
+from .openvino import check_openvino, ir_name, openvino_version, write_ir
 from .simplify import SimplifyResult, simplify
 
 __all__ = ["ExportConfig", "GraphResult", "ExportResult", "run_export", "artifact_paths"]
@@ -76,6 +83,8 @@ class ExportConfig:
     #: called as calibration(done, total) while the INT8 graph is calibrated
     calibration_progress: Callable[[int, int], None] | None = None
     features: bool = False
+    #: also write each graph but the FP16 one as OpenVINO IR (export.openvino)
+    openvino: bool = False
     simplifier: str = "onnxslim"
     shapes: Sequence[Shape] = DEFAULT_GRID
     providers: list[str] | None = None
@@ -85,7 +94,7 @@ class ExportConfig:
 class GraphResult:
     """One written (or refused) graph."""
 
-    name: str  # "fp32", "fp16", "int8", "features"
+    name: str  # "fp32", "fp16", "int8", "features"; "fp32.openvino"... for an IR
     path: Path
     precision: str
     simplify: SimplifyResult
@@ -94,10 +103,16 @@ class GraphResult:
     ops: dict[str, int]
     sha256: str = ""
     size_bytes: int = 0
+    #: an IR's weights file (the ``.bin`` beside ``path``), with its sha256
+    weights_path: Path | None = None
+    weights_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"weights_path": str(self.weights_path), "weights_sha256": self.weights_sha256} \
+            if self.weights_path else {}
         return {
             "path": str(self.path),
+            **extra,
             "precision": self.precision,
             "nodes": self.nodes,
             "ops": self.ops,
@@ -125,15 +140,22 @@ class ExportResult:
         return [f"{g.name} graph, {f}" for g in self.graphs for f in g.validation.failures]
 
 
+#: the graphs an OpenVINO IR is written for (the FP16 graph's casts are TensorRT's business;
+#: OpenVINO takes FP16 as a run-time precision of the FP32 IR)
+IR_OF = ("fp32", "int8", "features")
+
+
 def artifact_paths(variant: str, output_dir: Path) -> dict[str, Path]:
+    """Every file ``export`` may write for ``variant``: graph name (or ``report``) -> path."""
     stem = f"convmlp_{variant}"
-    return {
+    graphs = {
         "fp32": output_dir / f"{stem}.onnx",
         "fp16": output_dir / f"{stem}.fp16.onnx",
         "int8": output_dir / f"{stem}.int8.onnx",
         "features": output_dir / f"{stem}.features.onnx",
-        "report": output_dir / f"{stem}.report.json",
     }
+    irs = {f"{name}.openvino": output_dir / ir_name(graphs[name].name) for name in IR_OF}
+    return {**graphs, **irs, "report": output_dir / f"{stem}.report.json"}
 
 
 def _versions() -> dict[str, str]:
@@ -204,8 +226,12 @@ def _remove_if_empty(created: list[Path]) -> None:
 def stale_artifacts(variant: str, output_dir: Path, written: Sequence[str]) -> list[Path]:
     """Graphs of ``variant`` in ``output_dir`` that a run writing ``written`` (fp32, fp16...) did not write:
     left from an earlier export, and not described by the new report."""
-    return [p for name, p in artifact_paths(variant, output_dir).items()
-            if name != "report" and name not in written and p.exists()]
+    stale = []
+    for name, p in artifact_paths(variant, output_dir).items():
+        if name == "report" or name in written:
+            continue
+        stale += [f for f in ((p, ir_bin_path(p)) if is_ir(p) else (p,)) if f.exists()]
+    return stale
 
 
 def _build_models(cfg: ExportConfig) -> tuple[torch.nn.Module, torch.nn.Module | None, str | None, str]:
@@ -259,6 +285,22 @@ def _int8_metadata(calibration: CalibrationSet, facts: dict[str, Any]) -> dict[s
     }
 
 
+def _stage_ir(
+    cfg: ExportConfig, name: str, onnx_file: Path, meta: dict[str, str], paths: dict[str, Path],
+    staged: dict[str, Path], staged_dirs: list[Path], log: Callable[[str], None],
+) -> str:
+    """Convert the staged ONNX graph ``name`` to an IR in a staging folder; return the IR's graph name."""
+    ir = f"{name}.openvino"
+    folder = Path(tempfile.mkdtemp(prefix=f".{paths[ir].name}.", suffix=".tmp", dir=paths[ir].parent))
+    staged_dirs.append(folder)
+    data = onnx_file.read_bytes()
+    ir_meta = {**meta, "source_onnx": paths[name].name, "source_onnx_sha256": file_sha256(onnx_file),
+               "openvino_version": openvino_version()}
+    staged[ir] = write_ir(data, folder / paths[ir].name, ir_meta)
+    log(f"{ir}: OpenVINO IR, validating on OpenVINO (f32)")
+    return ir
+
+
 def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export, simplify, convert, validate and (only if everything passed) write the artifacts.
 
@@ -269,6 +311,8 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         raise ExportError("give either --weights or --pretrained, not both")
     opset = resolve_opset(cfg.exporter, cfg.opset)  # ExportOptionError before any work
     check_available(cfg.exporter)
+    if cfg.openvino:
+        check_openvino()
     calibration = None
     if cfg.int8 != (cfg.calibration is not None):
         raise ExportOptionError("--int8 and --calibration DIR go together")
@@ -308,6 +352,7 @@ def _export(
         jobs.append(("features", features_model, io_spec(cfg.variant, features=True), "fp32"))
 
     staged: dict[str, Path] = {}
+    staged_dirs: list[Path] = []  # where IRs are staged (an IR is two files)
     graphs: list[GraphResult] = []
     refs: dict[int, list] = {}
     simplified: dict[int, tuple[onnx.ModelProto, SimplifyResult]] = {}
@@ -367,16 +412,36 @@ def _export(
             graphs.append(
                 GraphResult(name, paths[name], precision, simp, report, len(graph.graph.node), op_counts(graph))
             )
+            if cfg.openvino and name in IR_OF:
+                t = time.perf_counter()
+                ir = _stage_ir(cfg, name, staged[name], meta, paths, staged, staged_dirs, log)
+                with OpenVINORunner(staged[ir], precision="f32", cache_dir="") as runner:
+                    report = compare_runner(
+                        runner, cases, tolerance=tol, model_label=f"convmlp_{cfg.variant} {ir}", weights=label
+                    )
+                info = read_ir(staged[ir])
+                graphs.append(GraphResult(
+                    ir, paths[ir], precision, simp, report, sum(info.layers.values()), info.layers,
+                    weights_path=ir_bin_path(paths[ir]),
+                ))
+                timings[f"{ir}_convert_validate_s"] = time.perf_counter() - t
 
         passed = all(g.validation.passed for g in graphs)
         if passed:
             for g in graphs:
                 g.sha256 = file_sha256(staged[g.name])
                 g.size_bytes = staged[g.name].stat().st_size
+                if g.weights_path is not None:  # an IR: its .bin first, so the new .xml never meets an old .bin
+                    tmp_bin = ir_bin_path(staged[g.name])
+                    g.weights_sha256 = file_sha256(tmp_bin)
+                    g.size_bytes += tmp_bin.stat().st_size
+                    os.replace(tmp_bin, g.weights_path)
                 os.replace(staged[g.name], g.path)
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
+        for folder in staged_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
     timings["total_s"] = time.perf_counter() - t0
 
     report = {
@@ -398,6 +463,8 @@ def _export(
             {"name": CONVERTER, "version": converter_version(), "fp32_ops": list(FP32_OPS)}
             if cfg.fp16 or cfg.int8 else None
         ),
+        "openvino": {"version": openvino_version(), "compress_to_fp16": False, "validated_precision": "f32"}
+        if cfg.openvino else None,
         "weights": label,
         "checkpoint_sha256": sha,
         "validation_shapes": [list(s) for s in cfg.shapes],

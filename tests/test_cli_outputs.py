@@ -95,7 +95,18 @@ def test_plot_names_resolutions(tmp_path, monkeypatch):
     assert seen and seen[0] == ["32×96", "64×64"] and (tmp_path / "p.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("command", [["profile", "-v", "s"], ["validate", "--onnx", "{fp32}"]])
+def test_every_command_with_json_also_has_json_out():
+    """``--json`` prints to stdout everywhere; wherever it exists, ``--json-out FILE`` writes the same JSON."""
+    with_json = []
+    for name, command in cli.main.commands.items():
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        if "--json" in options:
+            with_json.append(name)
+            assert "--json-out" in options, f"{name} has --json but no --json-out"
+    assert {"export", "validate", "build", "benchmark", "triton", "doctor"} <= set(with_json)
+
+
+@pytest.mark.parametrize("command", [["profile", "-v", "s"], ["validate", "--onnx", "{fp32}"], ["doctor"]])
 def test_json_out_writes_what_json_prints(graphs, tmp_path, command):
     args = [a.format(fp32=graphs["fp32"]) for a in command]
     printed = CliRunner().invoke(cli.main, [*args, "--json"])

@@ -103,7 +103,7 @@ def resolve_target(
     if backend is None:
         if given is None and variant is None:
             raise BenchUsageError("nothing to benchmark: give --variant (PyTorch), --onnx PATH or --engine PATH")
-        backend = default_backend(given or "variant")
+        backend = default_backend(given or "variant", onnx)
     try:
         b = lookup(backend)
     except ValueError as exc:

@@ -1,6 +1,7 @@
 """OpenVINO runner: our ONNX graphs on Intel/AMD CPUs, in FP32, BF16 or FP16, and Q/DQ graphs as INT8.
 
-OpenVINO reads the ONNX graphs ``export`` writes directly. Precision is a
+OpenVINO reads the ONNX graphs ``export`` writes directly, and the IRs
+(``.xml`` + ``.bin``) that ``export --openvino`` writes. Precision is a
 compile-time hint (``INFERENCE_PRECISION_HINT``): ``f32``, ``bf16``, ``fp16`` or
 ``auto`` (OpenVINO's own default: BF16 where the CPU has native BF16 — AMX or
 AVX512_BF16 — else FP32). The precision OpenVINO actually compiled with is read
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, DeployError
+from ..ir import is_ir, read_ir
 from .base import Runner
 
 __all__ = ["OpenVINORunner", "PRECISIONS", "cpu_capabilities", "default_cache_dir", "import_openvino"]
@@ -79,7 +81,7 @@ def first_line(exc: BaseException) -> str:
 
 
 class OpenVINORunner(Runner):
-    """Runs an ONNX file with OpenVINO on the CPU.
+    """Runs an ONNX file (or an OpenVINO IR ``.xml``) with OpenVINO on the CPU.
 
     ``precision``: ``auto`` (OpenVINO's default), ``f32``/``fp32``, ``bf16`` or ``fp16``.
     ``threads``/``streams``: ``INFERENCE_NUM_THREADS``/``NUM_STREAMS`` (None: OpenVINO decides).
@@ -149,9 +151,12 @@ class OpenVINORunner(Runner):
     def activate(self) -> None:
         ov = import_openvino()
         self.check_precision()
-        if not self.path.is_file():
+        if is_ir(self.path):
+            read_ir(self.path)  # DeployError for a missing .bin or a file that is not IR
+        elif not self.path.is_file():
             raise DeployError(f"ONNX file not found: {self.path}")
-        _check_onnx(self.path)
+        else:
+            _check_onnx(self.path)
         core = ov.Core()
         if self.cache_dir is not None:
             try:

@@ -21,6 +21,7 @@ from convmlp.spec import INPUT_NAME
 
 from ..artifacts import atomic_write_bytes, stage_bytes
 from ..errors import DeployError
+from ..ir import is_ir
 from .manifest import (
     HARDWARE_COMPAT_LEVELS,
     EngineManifest,
@@ -288,6 +289,8 @@ def build_engine(
 
     options = options or BuildOptions()
     profiles = list(profiles)
+    if is_ir(onnx_path):
+        raise DeployError(f"{onnx_path} is an OpenVINO IR; TensorRT builds from the ONNX graph it came from")
     info = inspect_onnx(onnx_path)
     check_build_inputs(info, profiles)
     if info.metadata.get("int8_layout") == "cpu":

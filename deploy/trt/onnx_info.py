@@ -14,6 +14,7 @@ from pathlib import Path
 from convmlp.weights import file_sha256
 
 from ..errors import DeployError
+from ..ir import is_ir, read_ir
 
 __all__ = ["OnnxInfo", "inspect_onnx", "file_sha256"]
 
@@ -34,9 +35,14 @@ class OnnxInfo:
 
 
 def inspect_onnx(path: str | os.PathLike[str]) -> OnnxInfo:
-    """Read names, precision and metadata of ``path`` (weights in external files are not loaded)."""
+    """Read names, precision and metadata of ``path`` (weights in external files are not loaded).
+
+    An OpenVINO IR ``.xml`` (``export --openvino``) is read through ``deploy.ir``.
+    """
     import onnx
 
+    if is_ir(path):
+        return _inspect_ir(path)
     p = Path(path)
     if not p.is_file():
         raise DeployError(f"ONNX file not found: {p}")
@@ -78,6 +84,28 @@ def inspect_onnx(path: str | os.PathLike[str]) -> OnnxInfo:
         input_names=inputs,
         output_names=outputs,
         precision=precision,
+        kind=kind,
+        variant=meta.get("variant") or None,
+        num_classes=num_classes,
+        metadata=meta,
+    )
+
+
+def _inspect_ir(path: str | os.PathLike[str]) -> OnnxInfo:
+    info = read_ir(path)
+    meta = info.metadata
+    kind = meta.get("kind") or ("classifier" if len(info.outputs) == 1 else "features")
+    num_classes = None
+    if meta.get("num_classes", "").isdigit():
+        num_classes = int(meta["num_classes"])
+    elif kind == "classifier" and info.outputs and len(info.outputs[0].dims) == 2:
+        num_classes = info.outputs[0].dims[1] if info.outputs[0].dims[1] > 0 else None
+    return OnnxInfo(
+        path=info.path,
+        sha256=file_sha256(info.path),
+        input_names=info.input_names,
+        output_names=info.output_names,
+        precision=info.precision,
         kind=kind,
         variant=meta.get("variant") or None,
         num_classes=num_classes,

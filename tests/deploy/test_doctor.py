@@ -10,8 +10,8 @@ import cli
 from deploy.doctor import collect, cpu_features
 from deploy.trt.version import tensorrt_version
 
-COMMANDS = {"profile", "export", "export --fp16", "export --int8", "validate --onnx", "validate --engine", "build",
-            "benchmark", "benchmark --plot", "predict", "evaluate", "triton"}
+COMMANDS = {"profile", "export", "export --fp16", "export --int8", "export --openvino", "validate --onnx",
+            "validate --engine", "build", "benchmark", "benchmark --plot", "predict", "evaluate", "triton"}
 
 
 def test_every_command_is_covered() -> None:

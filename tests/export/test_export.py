@@ -152,10 +152,12 @@ def test_failed_validation_replaces_nothing(exported, tmp_path, monkeypatch):
     from deploy.compare import Tolerance
 
     monkeypatch.setattr(pipeline, "tolerance_for", lambda p: Tolerance(p, 0.0, True))
-    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(out)])
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(out), "--json-out", str(tmp_path / "r.json")])
     assert res.exit_code == 3 and "nothing written" in res.output
     assert good.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["convmlp_s.onnx"]  # no temp files left
+    report = json.loads((tmp_path / "r.json").read_text())  # --json-out keeps the failed run's report
+    assert report["passed"] is False and report["graphs"]["fp32"]["validation"]["failures"]
 
 
 def test_unwritable_output_dir(tmp_path):
