@@ -395,7 +395,8 @@ def _photos(folder: str, limit: int = 64) -> list[Any]:
 
 @main.command(cls=GreedyCommand)
 @click.option("--engine", type=click.Path(exists=True, dir_okay=False), help="TensorRT plan (with its .json sidecar).")
-@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), help="ONNX graph from 'export'.")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
+              help="ONNX graph from 'export', or its OpenVINO IR .xml (served by the OpenVINO backend).")
 @click.option(
     "--repository", required=True, type=click.Path(file_okay=False),
     help="Triton model repository folder (created if missing).",
@@ -444,7 +445,7 @@ def triton(
     as_json: bool,
     json_out: str | None,
 ) -> None:
-    """Write a Triton model repository entry (config.pbtxt + 1/model.plan or 1/model.onnx).
+    """Write a Triton model repository entry (config.pbtxt + 1/model.plan, 1/model.onnx or 1/model.xml+.bin).
 
     Names, dtypes, dims and the batch limit are read from the model itself (the
     ONNX graph and its metadata, or the engine's sidecar manifest).
@@ -500,7 +501,8 @@ class PredictResolution(Resolution):
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--engine", type=click.Path(exists=True, dir_okay=False), help="TensorRT plan (with its .json sidecar).")
-@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False), help="ONNX classifier graph.")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
+              help="ONNX classifier graph, or its OpenVINO IR .xml.")
 @click.option("--variant", "-v", type=VARIANT, default=None, help="PyTorch ConvMLP variant.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Checkpoint for --variant.")
 @click.option("--pretrained", is_flag=True, help="Official ImageNet-1k weights for --variant (downloads).")

@@ -286,7 +286,7 @@ def _int8_metadata(calibration: CalibrationSet, facts: dict[str, Any]) -> dict[s
 
 
 def _stage_ir(
-    cfg: ExportConfig, name: str, onnx_file: Path, meta: dict[str, str], paths: dict[str, Path],
+    name: str, onnx_file: Path, meta: dict[str, str], paths: dict[str, Path],
     staged: dict[str, Path], staged_dirs: list[Path], log: Callable[[str], None],
 ) -> str:
     """Convert the staged ONNX graph ``name`` to an IR in a staging folder; return the IR's graph name."""
@@ -414,7 +414,7 @@ def _export(
             )
             if cfg.openvino and name in IR_OF:
                 t = time.perf_counter()
-                ir = _stage_ir(cfg, name, staged[name], meta, paths, staged, staged_dirs, log)
+                ir = _stage_ir(name, staged[name], meta, paths, staged, staged_dirs, log)
                 with OpenVINORunner(staged[ir], precision="f32", cache_dir="") as runner:
                     report = compare_runner(
                         runner, cases, tolerance=tol, model_label=f"convmlp_{cfg.variant} {ir}", weights=label
