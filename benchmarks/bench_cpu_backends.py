@@ -121,7 +121,7 @@ def accuracy(variant: str, graphs: dict[str, Path], photos: list[Path], threads:
     from convmlp.preprocess import load_image, preprocess
     from deploy.bench.targets import open_runners
     from deploy.compare import Tolerance, compare_outputs
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
 
     x = np.concatenate([preprocess(load_image(p), variant) for p in photos])
     with torch.no_grad():

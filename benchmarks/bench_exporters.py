@@ -65,7 +65,7 @@ def export_with(variant: str, exporter: str, folder: Path) -> dict[str, Any]:
     graph = result.report["graphs"]["fp32"]
     # the raw exporter graph, for its op counts before simplification
     from convmlp.spec import io_spec
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
 
     raw = export_onnx_proto(reference_model(variant), io_spec(variant), exporter=exporter).proto
     return {
@@ -86,7 +86,7 @@ def export_raw_dynamo(variant: str, folder: Path) -> str:
     """The dynamo graph as torch writes it (no ``canonical_gelu``), simplified like the shipped one."""
     from convmlp.spec import io_spec
     from deploy.artifacts import atomic_write_bytes
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
     from export.onnx import export_onnx_proto, set_metadata
     from export.simplify import simplify
 

@@ -86,7 +86,7 @@ def measure_matmul_peak(dtype: Any, n: int = 8192, iterations: int = 20) -> floa
 
 def find_engines(folder: Path | None, variants: list[str]) -> tuple[dict[str, list[Path]], list[str]]:
     """Engines in ``folder`` grouped by the variant their sidecar names, and notes on what is missing."""
-    from deploy.trt.manifest import read_manifest
+    from deploy.modelfile.engine import read_manifest
 
     found: dict[str, list[Path]] = {v: [] for v in variants}
     notes: list[str] = []

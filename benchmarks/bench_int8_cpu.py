@@ -106,7 +106,7 @@ def accuracy(variant: str, graphs: dict[str, Path], held: list[Path]) -> dict[st
     import torch
 
     from deploy.compare import Tolerance, compare_outputs
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
 
     x = np.concatenate(_inputs(held, variant))
     with torch.no_grad():

@@ -5,7 +5,7 @@
     >>> backbone = convmlp.create_model("l", features_only=True)  # F1..F4 for det/seg
 """
 
-from .factory import VARIANTS, convmlp_l, convmlp_m, convmlp_s, create_model
+from .factory import VARIANTS, convmlp_l, convmlp_m, convmlp_s, create_model, synthetic_label
 from .model import ARCHS, ConvMLP, ConvMLPArch, FeatureInfo
 from .weights import PRETRAINED_CFGS, CheckpointError, PretrainedCfg, checkpoint_filter_fn
 
@@ -26,4 +26,5 @@ __all__ = [
     "convmlp_m",
     "convmlp_s",
     "create_model",
+    "synthetic_label",
 ]

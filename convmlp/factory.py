@@ -6,9 +6,18 @@ import os
 from typing import Any
 
 from .model import ARCHS, ConvMLP
-from .weights import load_checkpoint, load_pretrained
+from .weights import (
+    PRETRAINED_CFGS,
+    CheckpointError,
+    file_sha256,
+    head_classes,
+    load_pretrained,
+    load_state,
+    read_checkpoint,
+    synthesize_weights,
+)
 
-__all__ = ["VARIANTS", "create_model", "convmlp_s", "convmlp_m", "convmlp_l"]
+__all__ = ["VARIANTS", "create_model", "synthetic_label", "convmlp_s", "convmlp_m", "convmlp_l"]
 
 VARIANTS: tuple[str, ...] = tuple(ARCHS)
 
@@ -25,22 +34,37 @@ def create_model(
     *,
     pretrained: bool = False,
     weights: str | os.PathLike[str] | None = None,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     features_only: bool = False,
     classifier_head: bool = True,
     progress: bool = True,
+    synthetic_seed: int | None = None,
     **kwargs: Any,
 ) -> ConvMLP:
     """Build ConvMLP-``variant`` (s, m or l), optionally with weights.
 
-    ``weights`` loads a local checkpoint (strict; raises ``CheckpointError``),
-    ``pretrained`` fetches the official one through the torch.hub cache. The
-    model's sha256 of the loaded file is kept as ``model.checkpoint_sha256``.
-    Extra keyword arguments (``drop_path_rate``) go to ``ConvMLP``.
+    - ``weights``: a local checkpoint, loaded strictly (``CheckpointError`` names the first
+      mismatch). The head's size comes from the checkpoint's ``head.weight`` when ``num_classes``
+      is None; a different ``num_classes`` is a ``CheckpointError``.
+    - ``pretrained``: the official ImageNet-1k checkpoint through the torch.hub cache; with another
+      ``num_classes`` the head is left at its init (fine-tuning).
+    - ``synthetic_seed``: deterministic trained-looking weights (``synthesize_weights``) instead,
+      the weights ``export`` and ``validate`` use when no checkpoint is given.
+
+    ``num_classes`` defaults to 1000. ``model.checkpoint_sha256`` is the sha256 of the file loaded
+    (None otherwise) and ``model.weights_source`` says where the weights came from. Extra keyword
+    arguments (``drop_path_rate``) go to ``ConvMLP``.
     """
     v = _check_variant(variant)
-    if pretrained and weights is not None:
-        raise ValueError("give either pretrained=True or weights=PATH, not both")
+    if sum((pretrained, weights is not None, synthetic_seed is not None)) > 1:
+        raise ValueError("give at most one of pretrained=True, weights=PATH or synthetic_seed=N")
+    state = read_checkpoint(weights) if weights is not None else None
+    head = head_classes(state) if state is not None and not features_only and classifier_head else None
+    if head is not None and num_classes is not None and num_classes != head:
+        raise CheckpointError(
+            f"{weights}: its head has {head} classes, not the {num_classes} asked for "
+            "(leave num_classes out to take the checkpoint's)"
+        )
     arch = ARCHS[v]
     model = ConvMLP(
         blocks=arch.blocks,
@@ -49,17 +73,29 @@ def create_model(
         channels=arch.channels,
         n_conv_blocks=arch.n_conv_blocks,
         classifier_head=classifier_head,
-        num_classes=num_classes,
+        num_classes=num_classes or head or 1000,
         features_only=features_only,
         **kwargs,
     )
     model.variant = v
     model.checkpoint_sha256 = None
-    if weights is not None:
-        model.checkpoint_sha256 = load_checkpoint(model, weights)
+    model.weights_source = "init"
+    if state is not None:
+        load_state(model, state, str(weights))
+        model.checkpoint_sha256 = file_sha256(weights)  # type: ignore[arg-type]
+        model.weights_source = str(weights)
     elif pretrained:
         model.checkpoint_sha256 = load_pretrained(model, v, progress=progress)
+        model.weights_source = PRETRAINED_CFGS[v].url
+    elif synthetic_seed is not None:
+        synthesize_weights(model, synthetic_seed)
+        model.weights_source = synthetic_label(synthetic_seed)
     return model
+
+
+def synthetic_label(seed: int) -> str:
+    """How reports name synthetic weights: ``synthetic(seed=0)``."""
+    return f"synthetic(seed={seed})"
 
 
 def convmlp_s(

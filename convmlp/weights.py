@@ -23,6 +23,9 @@ __all__ = [
     "PRETRAINED_CFGS",
     "CheckpointError",
     "checkpoint_filter_fn",
+    "read_checkpoint",
+    "head_classes",
+    "load_state",
     "load_checkpoint",
     "load_pretrained",
     "file_sha256",
@@ -108,8 +111,8 @@ def _drop_unused(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
     }
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> str:
-    """Load a local checkpoint strictly into ``model``; return its sha256.
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict of a local checkpoint, unwrapped by ``checkpoint_filter_fn``.
 
     Raises ``CheckpointError`` with one line naming the problem.
     """
@@ -126,10 +129,29 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> str:
             why = text.splitlines()[0][:160]
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
     try:
-        state = checkpoint_filter_fn(raw)
+        return checkpoint_filter_fn(raw)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    _strict_load(model, _drop_unused(model, state), str(path))
+
+
+def head_classes(state: Mapping[str, torch.Tensor]) -> int | None:
+    """How many classes the checkpoint's head has (rows of ``head.weight``); None without a head."""
+    head = state.get("head.weight")
+    return int(head.shape[0]) if isinstance(head, torch.Tensor) and head.dim() == 2 else None
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` (from ``read_checkpoint``) strictly into ``model``; ``norm``/``head`` are dropped
+    when the model has none. ``CheckpointError`` names the first key that does not fit."""
+    _strict_load(model, _drop_unused(model, dict(state)), source)
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> str:
+    """Load a local checkpoint strictly into ``model``; return its sha256.
+
+    Raises ``CheckpointError`` with one line naming the problem.
+    """
+    load_state(model, read_checkpoint(path), str(path))
     return file_sha256(path)
 
 

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable
-from .ir import is_ir
+from .errors import BackendUnavailable, OptionError
+from .modelfile import is_ir
+from .precision import AUTO, canonical
 from .runners.base import Runner
 
-__all__ = ["RunnerOptions", "Backend", "BACKENDS", "backend", "backend_names", "default_backend", "READS"]
+__all__ = [
+    "RunnerOptions", "Backend", "BACKENDS", "backend", "backend_names", "default_backend", "runtime_precisions",
+    "takers",
+    "READS",
+]
 
 #: what a backend takes: a PyTorch variant (with weights), an ONNX graph (or OpenVINO IR), or a TensorRT engine
 READS = ("variant", "onnx", "engine")
@@ -45,6 +50,9 @@ class RunnerOptions:
     providers: list[str] | None = None
     allow_host_code: bool | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", canonical(self.precision))
+
     def with_(self, **changes: Any) -> RunnerOptions:
         return replace(self, **changes)
 
@@ -66,6 +74,18 @@ class Backend:
     #: imports the runtime and raises ``BackendUnavailable`` with its own message (a finer check than
     #: the module being findable: stub or placeholder packages are findable too)
     probe: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: the run-time options it takes beyond device, precision and threads: ``compile``, ``cuda_graph``,
+    #: ``streams`` (queries in flight), ``providers``, ``per_layer`` (``benchmark --per-layer``)
+    takes: frozenset[str] = frozenset()
+    #: what this machine must also have for these options (``BackendUnavailable``), or what the options
+    #: ask that it cannot do (``OptionError``); checked before any model file is opened
+    check: Callable[[RunnerOptions], None] | None = field(default=None, repr=False, compare=False)
+    #: Triton: the instance kinds its Triton backend serves, and whether the config names that backend
+    #: (``backend: "openvino"``, with parameters) instead of a platform
+    triton_kinds: tuple[str, ...] = ()
+    triton_named: bool = False
+    #: how messages name the runtime (PyTorch, TensorRT...)
+    title: str = ""
 
     def installed(self) -> bool:
         """Whether the runtime can be imported here (checked without importing it where possible)."""
@@ -94,27 +114,50 @@ class Backend:
             if not torch.cuda.is_available():
                 raise BackendUnavailable(f"{self.name} needs a CUDA GPU, and PyTorch sees none on this machine")
 
+    def check_reads(self, reads: str, source: Any = None) -> None:
+        """``OptionError`` unless this backend runs what ``reads`` names (``variant``, ``onnx``, ``engine``),
+        and ``source`` if it is an OpenVINO IR."""
+        if reads != self.reads:
+            raise OptionError(
+                f"--backend {self.name} contradicts --{reads}: {_WHAT[reads]} runs on "
+                f"{' or '.join(backend_names(reads))}"
+            )
+        if reads == "onnx" and source is not None and is_ir(source) and self.name not in READS_IR:
+            raise OptionError(f"{Path(source).name} is an OpenVINO IR: run it with --backend "
+                              f"{' or '.join(READS_IR)}, not {self.name}")
+
+    def check_here(self, options: RunnerOptions) -> None:
+        """``require``, then what ``options`` need of this machine (a CUDA provider, native BF16...)."""
+        self.require()
+        if self.check is not None:
+            self.check(options)
+        if options.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise BackendUnavailable("--device cuda: no CUDA device is visible to PyTorch here")
+
     def check_options(self, options: RunnerOptions) -> None:
-        """``ValueError`` (usage, exit 2) for options this backend cannot honour."""
+        """``OptionError`` (usage, exit 2) for options this backend cannot honour."""
         if options.device not in self.devices:
-            raise ValueError(
+            raise OptionError(
                 f"--backend {self.name} runs on {' or '.join(self.devices)}, not --device {options.device}"
             )
         if options.precision is not None and options.precision not in self.precisions:
             if not self.precisions:
-                raise ValueError(
+                raise OptionError(
                     f"--precision applies to backends that choose it at run time; {self.name} runs the "
                     f"precision its {self.reads} file was built with"
                 )
-            raise ValueError(
+            raise OptionError(
                 f"--backend {self.name} offers --precision {', '.join(self.precisions)}, not {options.precision}"
             )
 
     def open(self, source: Any, options: RunnerOptions | None = None) -> Runner:
         """A runner (not yet active) for ``source``: a path for ONNX/engine backends, a module for PyTorch."""
         options = options or RunnerOptions()
-        if self.reads == "onnx" and is_ir(source) and self.name not in READS_IR:
-            raise ValueError(f"{Path(source).name} is an OpenVINO IR: run it with --backend openvino, not {self.name}")
+        if self.reads == "onnx":
+            self.check_reads("onnx", source)
         self.require()
         self.check_options(options)
         return self.make(source, options)
@@ -123,7 +166,36 @@ class Backend:
 def _torch(model: Any, o: RunnerOptions) -> Runner:
     from .runners.torch_runner import TorchRunner
 
-    return TorchRunner(model, device=o.device, precision=o.precision or "fp32", compile=o.compile)
+    return TorchRunner(model, device=o.device, precision=o.precision or "fp32", compile=o.compile, threads=o.threads)
+
+
+def _check_torch(o: RunnerOptions) -> None:
+    if o.precision == "fp16" and o.device == "cpu":
+        raise OptionError("--precision fp16 with PyTorch needs --device cuda (CPU kernels are FP32)")
+
+
+def _check_onnxruntime(o: RunnerOptions) -> None:
+    from .runners.onnxrt import available_providers
+
+    have = available_providers()
+    if not have:
+        raise BackendUnavailable("onnxruntime is not installed: pip install 'convmlp-deploy[cpu]' (or [gpu])")
+    if o.device == "cuda" and "CUDAExecutionProvider" not in have:
+        raise BackendUnavailable(f"--device cuda: this onnxruntime has no CUDAExecutionProvider (available: "
+                                 f"{', '.join(have)}); install onnxruntime-gpu")
+
+
+def _check_tensorrt(o: RunnerOptions) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailable("TensorRT engines need a CUDA device; this PyTorch sees none")
+
+
+def _check_openvino(o: RunnerOptions) -> None:
+    from .runners.openvino import OpenVINORunner
+
+    OpenVINORunner("", precision=o.precision or AUTO).check_precision()
 
 
 def _onnxruntime(path: Any, o: RunnerOptions) -> Runner:
@@ -147,25 +219,37 @@ def _probe_tensorrt() -> None:
 def _openvino(path: Any, o: RunnerOptions) -> Runner:
     from .runners.openvino import OpenVINORunner
 
-    return OpenVINORunner(Path(path), precision=o.precision or "auto", threads=o.threads, streams=o.streams)
+    return OpenVINORunner(Path(path), precision=o.precision or AUTO, threads=o.threads, streams=o.streams)
 
 
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend("torch", "variant", ("cpu", "cuda"), ("fp32", "fp16"), "torch", "pip install torch",
-                "PyTorch eager (or torch.compile), the reference", _torch),
+                "PyTorch eager (or torch.compile), the reference", _torch,
+                takes=frozenset({"compile"}), check=_check_torch, title="PyTorch"),
         Backend("onnxruntime", "onnx", ("cpu", "cuda"), (), "onnxruntime",
                 "pip install 'convmlp-deploy[cpu]' (or [gpu] for onnxruntime-gpu)",
-                "onnxruntime, CPU or CUDA execution provider", _onnxruntime),
+                "onnxruntime, CPU or CUDA execution provider", _onnxruntime,
+                takes=frozenset({"providers", "per_layer"}), check=_check_onnxruntime, triton_kinds=("gpu", "cpu"),
+                title="onnxruntime"),
         Backend("tensorrt", "engine", ("cuda",), (), "tensorrt",
                 "pip install 'convmlp-deploy[trt]' on a machine with an NVIDIA GPU",
-                "a TensorRT engine built by 'convmlp-deploy build'", _tensorrt, _probe_tensorrt),
-        Backend("openvino", "onnx", ("cpu",), ("auto", "f32", "fp32", "bf16", "fp16"), "openvino",
+                "a TensorRT engine built by 'convmlp-deploy build'", _tensorrt, _probe_tensorrt,
+                takes=frozenset({"cuda_graph", "streams", "per_layer"}), check=_check_tensorrt,
+                triton_kinds=("gpu",), title="TensorRT"),
+        Backend("openvino", "onnx", ("cpu",), (AUTO, "fp32", "bf16", "fp16"), "openvino",
                 "pip install 'convmlp-deploy[openvino]'",
-                "OpenVINO on the CPU: FP32, BF16 (AMX / AVX512_BF16), Q/DQ graphs as INT8", _openvino),
+                "OpenVINO on the CPU: FP32, BF16 (AMX / AVX512_BF16), Q/DQ graphs as INT8", _openvino,
+                takes=frozenset({"streams"}), check=_check_openvino, triton_kinds=("cpu",), triton_named=True,
+                title="OpenVINO"),
     )
 }
+
+
+def takers(option: str) -> list[str]:
+    """The backends that take run-time ``option`` (``Backend.takes``)."""
+    return [n for n, b in BACKENDS.items() if option in b.takes]
 
 
 def backend(name: str) -> Backend:
@@ -173,12 +257,22 @@ def backend(name: str) -> Backend:
     try:
         return BACKENDS[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}") from None
+        raise OptionError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}") from None
 
 
 def backend_names(reads: str | None = None) -> list[str]:
     """Backend names, optionally only those that read ``reads`` (``variant``, ``onnx``, ``engine``)."""
     return [n for n, b in BACKENDS.items() if reads is None or b.reads == reads]
+
+
+#: how messages name what a backend reads
+_WHAT = {"variant": "a PyTorch --variant", "onnx": "an ONNX graph", "engine": "a TensorRT engine"}
+
+
+def runtime_precisions() -> tuple[str, ...]:
+    """Every ``--precision`` some backend chooses at run time, in the vocabulary's order."""
+    offered = {p for b in BACKENDS.values() for p in b.precisions}
+    return tuple(p for p in (*("fp32", "fp16", "bf16", "int8"), AUTO) if p in offered)
 
 
 def default_backend(reads: str, source: Any = None) -> str:

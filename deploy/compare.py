@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .precision import least_exact
+
 __all__ = [
     "Tolerance",
     "FP32_TOLERANCE",
@@ -76,14 +78,9 @@ INT8_TOLERANCE = Tolerance(
 TOLERANCES: dict[str, Tolerance] = {
     t.precision: t for t in (FP32_TOLERANCE, FP16_TOLERANCE, BF16_TOLERANCE, INT8_TOLERANCE)
 }
-#: from most to least exact: a run is gated by the least exact precision it computes in
-_ORDER = ("fp32", "fp16", "bf16", "int8")
-
-
 def gate_precision(*precisions: str | None) -> str:
     """The least exact of ``precisions`` (a graph's and the run-time one): ``fp32`` + ``bf16`` -> ``bf16``."""
-    known = [p for p in precisions if p in _ORDER]
-    return max(known, key=_ORDER.index) if known else "fp32"
+    return least_exact(*precisions)
 
 
 def tolerance_for(*precisions: str | None) -> Tolerance:

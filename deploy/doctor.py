@@ -21,12 +21,14 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "matplotlib": ("benchmark --plot", "pip install 'convmlp-deploy[plot]'"),
     "tritonclient": ("triton: checks each config.pbtxt against Triton's ModelConfig schema",
                      "pip install 'convmlp-deploy[triton]'"),
-    "modelopt": ("nothing here (NVIDIA ModelOpt; see README)", "pip install nvidia-modelopt"),
+    "modelopt": ("nothing: NVIDIA ModelOpt is an alternative FP16/INT8 converter this tool does not use",
+                 "not needed; on a CPU machine it would pull onnxruntime-gpu, which shadows onnxruntime (README)"),
 }
 _DISTS = {"onnxconverter_common": "onnxconverter-common", "modelopt": "nvidia-modelopt"}
 
 #: /proc/cpuinfo flags that decide CPU precision: BF16 and INT8 matrix units
-_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile")
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+              "amx_tile")
 
 
 def _version(dist: str) -> str | None:
@@ -69,7 +71,8 @@ def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
         "flags": have,
         "bf16": bf16,
         "bf16_unit": "AMX" if "amx_bf16" in flags else "AVX512_BF16" if bf16 else None,
-        "int8_unit": "AMX" if "amx_int8" in flags else "AVX512_VNNI" if "avx512_vnni" in flags else None,
+        "int8_unit": "AMX" if "amx_int8" in flags else "AVX512_VNNI" if "avx512_vnni" in flags
+        else "AVX_VNNI" if "avx_vnni" in flags else None,
     }
 
 
@@ -191,6 +194,8 @@ def collect() -> dict[str, Any]:
 
 def component_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """(component, status) rows for the human-readable table."""
+    from .backends import BACKENDS
+
     gpu, cpu, ov = report["gpu"], report["cpu"], report["openvino"]
     bf16 = f"BF16 on {cpu['bf16_unit']}" if cpu["bf16"] else "no native BF16"
     int8 = f"INT8 on {cpu['int8_unit']}" if cpu["int8_unit"] else "no INT8 dot-product unit"
@@ -210,7 +215,7 @@ def component_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
          "status": f"{ov['version']} ({', '.join(ov['capabilities'])})" if ov["version"] else "not installed"},
     ]
     for name, version in report["libraries"].items():
-        if name == "openvino":
+        if name in BACKENDS:  # a runtime has a row of its own above
             continue
         what, how = OPTIONAL[name]
         rows.append({"component": name, "status": f"{version} (for {what})" if version else f"not installed: {how}"})

@@ -30,14 +30,17 @@ import numpy as np
 from convmlp.preprocess import ImageError, ResolutionLike, list_images, load_image, preprocess
 from convmlp.weights import PretrainedCfg
 
-from .errors import DeployError
-from .predict import ModelInfo
+from .backends import RunnerOptions, backend, default_backend
+from .errors import DeployError, OptionError
+from .loader import LoadedModel, ModelSource, synthetic_note
+from .precision import run_precision
+from .predict import open_classifier
 
 __all__ = ["DatasetError", "Sample", "Dataset", "load_dataset", "BackendResult", "EvalReport", "evaluate",
-           "common_cfg", "batches"]
+           "common_cfg", "batches", "open_rows", "row_names", "evaluate_files"]
 
 
-class DatasetError(ValueError):
+class DatasetError(OptionError):
     """The data folder or list file cannot be used (CLI exit 2): the message says why."""
 
 
@@ -109,7 +112,7 @@ def _from_list(root: Path, listing: Path) -> Dataset:
     return Dataset(root, samples, "list")
 
 
-def common_cfg(models: Sequence[ModelInfo]) -> PretrainedCfg:
+def common_cfg(models: Sequence[LoadedModel]) -> PretrainedCfg:
     """The preprocessing every model agrees on; ``DatasetError`` naming the models that differ."""
     keys = ("input_size", "mean", "std", "crop_pct", "interpolation")
     first = models[0].cfg
@@ -195,16 +198,26 @@ class EvalReport:
                 "skipped_files": list(self.skipped), "reference": self.reference, "results": self.rows()}
 
 
-def _precision(info: ModelInfo) -> str | None:
-    used = getattr(info.runner, "precision_used", None)
-    graph = info.precision
-    if used is None or graph == used:
-        return graph
-    return used if graph in (None, "fp32") else f"{graph}+{used}"
+def row_names(models: Sequence[LoadedModel]) -> list[str]:
+    """``file on backend`` per row; where two files share a name, as many parent folders as tell them apart."""
+    def name(m: LoadedModel, depth: int) -> str:
+        path = m.facts.path
+        if path is None:
+            return f"{m.facts.name} on {m.backend}"
+        parts = path.parts[-depth - 1:]
+        return f"{'/'.join(parts)} on {m.backend}"
+
+    depth = 0
+    names = [name(m, depth) for m in models]
+    while len(set(names)) < len(names) and depth < max((len(m.facts.path.parts) for m in models if m.facts.path),
+                                                        default=0):
+        depth += 1
+        names = [name(m, depth) for m in models]
+    return names
 
 
 def evaluate(
-    models: Sequence[ModelInfo],
+    models: Sequence[LoadedModel],
     dataset: Dataset,
     *,
     batch: int = 32,
@@ -228,8 +241,9 @@ def evaluate(
                 f"label {dataset.max_label} is out of range for {m.source} ({m.num_classes} classes)"
             )
     cfg = common_cfg(models)
-    results = [BackendResult(f"{Path(m.source).name} on {m.backend}", m.source, m.backend, m.runner.name,
-                             _precision(m)) for m in models]
+    results = [BackendResult(n, m.source, m.backend, m.runner.name,
+                             run_precision(m.precision, getattr(m.runner, "precision_used", None)))
+               for n, m in zip(row_names(models), models, strict=True)]
     hits1 = [0] * len(models)
     hits5 = [0] * len(models)
     skipped: list[str] = []
@@ -252,11 +266,83 @@ def evaluate(
         raise DeployError(f"none of the {len(samples)} images could be read (first: {skipped[0] if skipped else '-'})")
     for i, r in enumerate(results):
         r.images, r.top1, r.top5 = seen, hits1[i] / seen, hits5[i] / seen
-    ref = next((r for r, m in zip(results, models, strict=True) if m.backend == "torch" and r.precision in (None, "fp32")),
-               None)
+    ref = next((r for r, m in zip(results, models, strict=True)
+                if m.facts.format == "pytorch" and r.precision in (None, "fp32")), None)
     if ref is not None:
         base = np.array(ref.predictions)
         for r in results:
             r.top1_vs_reference = 100.0 * (r.top1 - ref.top1)
             r.agreement = float((np.array(r.predictions) == base).mean())
     return EvalReport(str(dataset.root), dataset.form, seen, skipped, results, ref.name if ref else None)
+
+
+def _check_backends(sources: Sequence[ModelSource], backends: Sequence[str]) -> None:
+    if backends and not any(src.reads == "onnx" for src in sources):
+        raise OptionError("--onnx-backend goes with --onnx (as --backend: a variant or an engine runs on its own)")
+
+
+def open_rows(
+    sources: Sequence[ModelSource], *, backends: Sequence[str] = (), options: RunnerOptions | None = None
+) -> list[LoadedModel]:
+    """One classifier per row: a variant on PyTorch, each graph on each of ``backends`` (default: the one
+    it runs on), each engine on TensorRT. ``options.precision`` goes to the backends that choose precision
+    at run time (OpenVINO). Refused before any image is read (``OptionError``): a features model, a
+    backend that runs no graph, rows whose class counts differ."""
+    options = options or RunnerOptions()
+    _check_backends(sources, backends)
+    rows: list[LoadedModel] = []
+    for src in sources:
+        names = backends if src.reads == "onnx" and backends else (default_backend(src.reads, src.path),)
+        for name in names:
+            b = backend(name)
+            b.check_reads(src.reads)
+            # run-time precision is a file's: the PyTorch row is the FP32 reference
+            opts = options if b.precisions and src.reads != "variant" else options.with_(precision=None)
+            rows.append(open_classifier(src, backend_name=name, options=opts, purpose="evaluate"))
+    if options.precision is not None and not any(backend(m.backend).precisions and m.facts.path for m in rows):
+        raise OptionError(f"--precision {options.precision} applies to rows on --backend openvino; "
+                          "the other backends run the precision their file carries")
+    counts = {m.num_classes for m in rows}
+    if len(counts) > 1:
+        listed = ", ".join(f"{n} ({m.num_classes} classes)" for n, m in zip(row_names(rows), rows, strict=True))
+        raise OptionError(f"the rows classify into different class counts: {listed}; evaluate one model's "
+                          "files together (for a fine-tuned graph, give --variant the --weights it was exported from)")
+    return rows
+
+
+def evaluate_files(
+    data: str | os.PathLike[str],
+    sources: Sequence[ModelSource],
+    *,
+    labels_file: str | os.PathLike[str] | None = None,
+    backends: Sequence[str] = (),
+    options: RunnerOptions | None = None,
+    batch: int = 32,
+    limit: int | None = None,
+    resolution: tuple[int, int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """``evaluate``: the data set, one row per model (``open_rows``), all on the same images."""
+    from contextlib import ExitStack
+
+    from .resources import check_fits
+
+    if not sources:
+        raise OptionError("nothing to evaluate: give --variant, --onnx PATH or --engine PATH")
+    _check_backends(sources, backends)
+    dataset = load_dataset(data, labels_file)
+    if resolution is not None:
+        check_fits(next((s.variant for s in sources if s.variant), None), [(batch, *resolution)])
+    models = open_rows(sources, backends=backends, options=options)
+    notes = list(dict.fromkeys(n for m in models for n in m.notes))
+    synthetic = list(dict.fromkeys(m.facts.name for m in models if m.facts.synthetic))
+    if synthetic:
+        notes.append(synthetic_note(synthetic))
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
+    with ExitStack() as stack:
+        for m in models:
+            stack.enter_context(m.runner)
+        return evaluate(models, dataset, batch=batch, limit=limit, resolution=resolution, progress=progress)

@@ -1,40 +1,37 @@
 """Classify image files with any backend: top-k classes with softmax probabilities.
 
-The model (``--engine``, ``--onnx`` or a PyTorch variant) is opened as a runner;
-its preprocessing config comes from the model's own record (the engine's sidecar
-manifest, the ONNX ``metadata_props``, or ``PRETRAINED_CFGS``). One image that
-cannot be read fails alone: ``predict_images`` yields an error for it and goes on.
+The model (``--engine``, ``--onnx`` or a PyTorch variant) is opened by ``deploy.loader``;
+its preprocessing config comes from the model's own record (``deploy.modelfile``). One
+image that cannot be read fails alone: ``predict_images`` yields an error for it and goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convmlp.preprocess import INTERPOLATIONS, ImageError, ResolutionLike, load_image, preprocess
-from convmlp.weights import PRETRAINED_CFGS, PretrainedCfg
+from convmlp.preprocess import ImageError, ResolutionLike, load_image, preprocess
 
-from .backends import Backend, RunnerOptions, backend, default_backend
-from .errors import BackendUnavailable, DeployError
-from .runners.base import Runner
+from .backends import RunnerOptions
+from .errors import DeployError, OptionError
+from .loader import LoadedModel, ModelSource, load_model, synthetic_note
 
 __all__ = [
     "ClassScore",
     "ImageResult",
-    "ModelInfo",
     "softmax",
     "top_k",
     "load_labels",
-    "cfg_from_metadata",
     "open_classifier",
     "predict_images",
+    "Prediction",
+    "predict_files",
 ]
 
 
@@ -74,34 +71,6 @@ class ImageResult:
         }
 
 
-@dataclass
-class ModelInfo:
-    """What ``predict`` needs to know about an opened classifier."""
-
-    runner: Runner
-    source: str
-    backend: str
-    variant: str | None
-    num_classes: int
-    cfg: PretrainedCfg
-    output_name: str = "logits"
-    notes: list[str] = field(default_factory=list)
-    precision: str | None = None  # what the model file carries (PyTorch: fp32)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "backend": self.backend,
-            "runner": self.runner.name,
-            "variant": self.variant,
-            "num_classes": self.num_classes,
-            "precision": self.precision,
-            "mean": list(self.cfg.mean),
-            "std": list(self.cfg.std),
-            "crop_pct": self.cfg.crop_pct,
-        }
-
-
 # --------------------------------------------------------------------------- scores
 
 
@@ -129,19 +98,19 @@ def top_k(logits: np.ndarray, k: int, labels: Sequence[str] | None = None) -> li
 def load_labels(path: str | os.PathLike[str], num_classes: int | None = None) -> list[str]:
     """Class names from a text file, one per line (trailing blank lines ignored).
 
-    Raises ``DeployError`` when the count differs from ``num_classes``.
+    Raises ``OptionError`` (``--labels``) when it is not text or the count differs from ``num_classes``.
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise DeployError(f"{path}: labels file is not UTF-8 text") from None
+        raise OptionError(f"--labels {path}: labels file is not UTF-8 text") from None
     labels = [line.strip() for line in text.splitlines()]
     while labels and not labels[-1]:
         labels.pop()
     if num_classes is not None and len(labels) != num_classes:
-        raise DeployError(
-            f"{path}: {len(labels)} labels but the model has {num_classes} classes (one label per line)"
+        raise OptionError(
+            f"--labels {path}: {len(labels)} labels but the model has {num_classes} classes (one label per line)"
         )
     return labels
 
@@ -149,145 +118,25 @@ def load_labels(path: str | os.PathLike[str], num_classes: int | None = None) ->
 # --------------------------------------------------------------------------- opening a model
 
 
-def cfg_from_metadata(base: PretrainedCfg, meta: dict[str, str]) -> PretrainedCfg:
-    """``base`` with the preprocessing keys an exported ONNX records (mean, std, crop_pct, input_size, interpolation)."""
-
-    def numbers(key: str, n: int) -> tuple[Any, ...] | None:
-        if key not in meta:
-            return None
-        try:
-            vals = json.loads(meta[key])
-        except json.JSONDecodeError:
-            vals = None
-        if not (isinstance(vals, list) and len(vals) == n and all(isinstance(v, (int, float)) for v in vals)):
-            raise DeployError(f"model metadata {key!r} is not a list of {n} numbers: {meta[key]!r}")
-        return tuple(vals)
-
-    changes: dict[str, Any] = {}
-    for key in ("mean", "std"):
-        vals = numbers(key, 3)
-        if vals is not None:
-            changes[key] = tuple(float(v) for v in vals)
-    size = numbers("input_size", 3)
-    if size is not None:
-        changes["input_size"] = tuple(int(v) for v in size)
-    if "crop_pct" in meta:
-        try:
-            changes["crop_pct"] = float(meta["crop_pct"])
-        except ValueError:
-            raise DeployError(f"model metadata 'crop_pct' is not a number: {meta['crop_pct']!r}") from None
-    if meta.get("interpolation"):
-        if meta["interpolation"].lower() not in INTERPOLATIONS:
-            raise DeployError(f"model metadata interpolation {meta['interpolation']!r} is not one of {INTERPOLATIONS}")
-        changes["interpolation"] = meta["interpolation"].lower()
-    return dataclasses.replace(base, **changes)
-
-
-def _open_onnx(path: Path, backend: str, options: RunnerOptions) -> ModelInfo:
-    from .triton import read_graph_facts
-
-    facts = read_graph_facts(path)
-    if facts.kind != "classifier" or facts.num_classes is None:
-        raise DeployError(f"{path}: a {facts.kind} graph (outputs {', '.join(facts.output_names)}); predict needs a classifier")
-    notes = []
-    if facts.variant is None:
-        notes.append(f"{path.name} names no variant in its metadata: using the ImageNet preprocessing config")
-    base = PRETRAINED_CFGS.get(facts.variant or "", PRETRAINED_CFGS["s"])
-    meta = facts.metadata
-    if "mean" not in meta or "std" not in meta:
-        notes.append(f"{path.name} carries no mean/std metadata: using ImageNet mean/std")
-    if meta.get("weights", "").startswith("synthetic"):
-        notes.append(f"{path.name} was exported from synthetic weights (no --weights), so classes mean nothing")
-    cfg = cfg_from_metadata(base, meta)
-    runner = _backend(backend, "onnx").open(path, options)
-    return ModelInfo(runner, str(path), backend, facts.variant, facts.num_classes, cfg,
-                     facts.output_names[0], notes, precision=facts.precision)
-
-
-def _open_engine(path: Path) -> ModelInfo:
-    from .triton import read_engine_facts
-
-    backend("tensorrt").require()  # what the machine lacks comes before what the sidecar says
-    facts = read_engine_facts(path)
-    if facts.kind != "classifier" or facts.num_classes is None:
-        raise DeployError(f"{path}: a {facts.kind} engine; predict needs a classifier")
-    try:
-        from .runners.tensorrt import TensorRTRunner
-    except ImportError as exc:
-        raise BackendUnavailable(f"the TensorRT runner cannot be imported here ({exc})") from None
-    cfg = PRETRAINED_CFGS.get(facts.variant or "", PRETRAINED_CFGS["s"])
-    runner = TensorRTRunner(path)
-    return ModelInfo(runner, str(path), "tensorrt", facts.variant, facts.num_classes, cfg, facts.output_names[0],
-                     precision=facts.precision)
-
-
-def _open_torch(variant: str, weights: str | os.PathLike[str] | None, pretrained: bool, device: str) -> ModelInfo:
-    from convmlp import create_model
-
-    from .runners.torch_runner import TorchRunner
-    from .validate import reference_model
-
-    notes = []
-    if pretrained:
-        model = create_model(variant, pretrained=True).eval()
-        source = f"convmlp_{variant} (official ImageNet-1k weights)"
-    elif weights is not None:
-        model = create_model(variant, weights=weights).eval()
-        source = str(weights)
-    else:
-        model = reference_model(variant)
-        source = f"convmlp_{variant} (synthetic weights, seed 0)"
-        notes.append("no --weights: synthetic weights (the ones export uses), so classes mean nothing")
-    runner = TorchRunner(model, device=device)
-    return ModelInfo(runner, source, "torch", variant, model.num_classes, PRETRAINED_CFGS[variant], "logits", notes,
-                     precision="fp32")
-
-
-def _backend(name: str, reads: str) -> Backend:
-    b = backend(name)
-    if b.reads != reads:
-        raise ValueError(f"--backend {name} does not run {'an ONNX graph' if reads == 'onnx' else 'a ' + reads}")
-    return b
-
-
 def open_classifier(
+    source: ModelSource | str | os.PathLike[str],
     *,
-    engine: str | os.PathLike[str] | None = None,
-    onnx: str | os.PathLike[str] | None = None,
-    variant: str | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    pretrained: bool = False,
-    device: str = "cpu",
-    backend: str | None = None,
+    backend_name: str | None = None,
     options: RunnerOptions | None = None,
-) -> ModelInfo:
-    """Open exactly one of an engine, an ONNX file or a PyTorch variant as a classifier.
-
-    ``backend`` picks the runtime for the file (``deploy.backends``; default: the
-    one that file kind runs on), ``options`` its run-time settings. The returned
-    ``ModelInfo.runner`` is not active yet: use it in a ``with`` block. An option
-    the backend cannot honour is ``ValueError`` (usage).
-    """
-    given = [n for n, v in (("engine", engine), ("onnx", onnx), ("variant", variant)) if v is not None]
-    if len(given) != 1:
-        raise ValueError("give exactly one of engine, onnx or variant")
-    if engine is not None:
-        if backend not in (None, "tensorrt"):
-            raise ValueError(f"--backend {backend} does not run TensorRT engines")
-        return _open_engine(Path(engine))
-    if onnx is not None:
-        return _open_onnx(Path(onnx), backend or default_backend("onnx", onnx), options or RunnerOptions())
-    if backend not in (None, "torch"):
-        raise ValueError(f"--backend {backend} does not run a PyTorch --variant")
-    assert variant is not None
-    return _open_torch(variant.lower(), weights, pretrained, device)
+    purpose: str = "predict",
+) -> LoadedModel:
+    """``deploy.loader.load_model``, refusing a features model (``UnsupportedModel``: ``purpose`` needs a
+    classifier). The runner is not active yet: use it in a ``with`` block."""
+    model = load_model(source, backend_name=backend_name, options=options)
+    model.facts.require_classifier(purpose)
+    return model
 
 
 # --------------------------------------------------------------------------- predicting
 
 
 def predict_images(
-    info: ModelInfo,
+    info: LoadedModel,
     images: Iterable[str | os.PathLike[str]],
     *,
     k: int = 5,
@@ -311,3 +160,52 @@ def predict_images(
         except (ImageError, DeployError) as exc:
             msg = str(exc)
             yield ImageResult(name, error=msg if msg.startswith(name) else f"{name}: {msg}")
+
+
+@dataclass
+class Prediction:
+    """``predict``'s answer: the model, its class names (``--labels``) and one result per image."""
+
+    model: LoadedModel
+    labels: list[str] | None
+    results: list[ImageResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(not r.ok for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "results": [r.to_dict() for r in self.results]}
+
+
+def predict_files(
+    source: ModelSource,
+    images: Iterable[str | os.PathLike[str]],
+    *,
+    backend_name: str | None = None,
+    options: RunnerOptions | None = None,
+    k: int = 5,
+    labels: str | os.PathLike[str] | None = None,
+    resolution: ResolutionLike = None,
+    on_note: Callable[[str], None] | None = None,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> Prediction:
+    """``predict``: open the classifier, check ``labels`` and the memory a fixed ``resolution`` needs
+    (before any image), then answer each image (``on_result`` as each is done)."""
+    from .resources import check_fits
+
+    model = open_classifier(source, backend_name=backend_name, options=options)
+    names = load_labels(labels, model.num_classes) if labels is not None else None
+    if isinstance(resolution, tuple):
+        check_fits(model.variant, [(1, *resolution)], device=model.runner.device)
+    notes = model.notes + ([synthetic_note([model.facts.name])] if model.facts.synthetic else [])
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
+    answer = Prediction(model, names)
+    with model.runner:
+        for res in predict_images(model, images, k=k, labels=names, resolution=resolution):
+            answer.results.append(res)
+            if on_result is not None:
+                on_result(res)
+    return answer

@@ -1,6 +1,6 @@
 """How the CLI shows things: aligned tables, JSON, progress (a rich bar on a terminal, plain lines in
-logs), the per-command renderings of reports, and the output-path check every file-writing option
-uses before any work starts. ``cli.py`` parses, calls the library, and prints through these.
+logs), and each command's rendering of its report. ``cli.py`` parses, calls the library, and prints
+through these; nothing here computes anything the JSON does not already hold.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Any
 import click
 
 __all__ = [
-    "echo_table", "echo_json", "write_json", "echo_validation", "echo_layers", "echo_layer_times", "check_output_file",
-    "count_progress", "bench_progress", "VALIDATION_COLUMNS", "EVAL_COLUMNS", "PLOT_FORMATS",
+    "echo_table", "echo_json", "echo_notes", "echo_validation", "validation_failure", "echo_layers",
+    "echo_layer_times", "echo_profile", "echo_export", "export_failure", "echo_build", "echo_benchmark",
+    "echo_triton", "echo_prediction", "echo_evaluation", "echo_doctor", "count_progress", "bench_progress",
+    "VALIDATION_COLUMNS", "EVAL_COLUMNS", "PLOT_FORMATS",
 ]
 
 
@@ -23,7 +25,8 @@ def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]
     """Print ``rows`` as an aligned text table; ``columns`` are (key, header) pairs."""
     raw = [[r.get(k) for k, _ in columns] for r in rows]
     cells = [[h for _, h in columns]] + [[_fmt(v) for v in row] for row in raw]
-    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in raw) for i in range(len(columns))]
+    numeric = [all((isinstance(row[i], (int, float)) and not isinstance(row[i], bool)) or row[i] is None
+                   for row in raw) for i in range(len(columns))]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for n, row in enumerate(cells):
         line = [c.rjust(w) if n and num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)]
@@ -50,13 +53,6 @@ def _fmt(value: Any) -> str:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """``--json-out FILE``: the same JSON ``--json`` prints, written atomically."""
-    from .artifacts import atomic_write_bytes
-
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 VALIDATION_COLUMNS = [
@@ -110,27 +106,6 @@ EVAL_COLUMNS = [
     ("name", "model"), ("precision", "precision"), ("top1", "top-1"), ("top5", "top-5"),
     ("top1_vs_reference", "vs torch (pts)"), ("agreement", "agrees w/ torch"), ("images_per_s", "images/s"),
 ]
-
-
-def check_output_file(path: str, option: str, *, formats: Sequence[str] | None = None) -> None:
-    """Refuse, before any work, an output file that cannot be written (exit 2, naming the option):
-    a folder, a missing or read-only parent folder, or (``formats``) an extension not in the list."""
-    import os
-    from pathlib import Path
-
-    p = Path(path)
-    if p.is_dir():
-        raise click.BadParameter(f"{path} is a folder; give a file name", param_hint=option)
-    if formats is not None and p.suffix.lower().lstrip(".") not in formats:
-        raise click.BadParameter(
-            f"{path}: '{p.suffix or 'no extension'}' is not a format it writes; use one of .{', .'.join(formats)}",
-            param_hint=option,
-        )
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise click.BadParameter(f"folder {parent} does not exist", param_hint=option)
-    if not os.access(parent, os.W_OK):
-        raise click.BadParameter(f"folder {parent} is not writable", param_hint=option)
 
 
 #: what matplotlib writes (``--plot``): by file extension
@@ -201,3 +176,113 @@ def bench_progress(cases: int, per_case_s: float | None, quiet: bool) -> Iterato
             bar.update(task, completed=index + fraction, description=f"case {index + 1}/{cases} {case.label}")
 
         yield update
+
+
+def echo_notes(notes: Sequence[str]) -> None:
+    """``Note: ...`` lines on stderr, each once."""
+    for note in dict.fromkeys(notes):
+        click.echo(f"Note: {note}", err=True)
+
+
+def validation_failure(report: Any, printing: bool) -> str:
+    """The one-line reason a validation exits 3 (the reasons themselves when stdout is JSON)."""
+    if printing:
+        return "validation failed: " + "; ".join(report.failures)
+    failed = sum(not c.passed for c in report.cases)
+    return f"validation failed on {failed} of {len(report.cases)} cases (the FAILED line above says why)"
+
+
+def echo_profile(results: Sequence[dict[str, Any]]) -> None:
+    echo_table(results, [("variant", "variant"), ("resolution", "resolution"), ("mparams", "params (M)"),
+                         ("gmacs", "GMACs")])
+
+
+def echo_export(result: Any) -> None:
+    """Each graph's validation table, then one line per graph written (or not)."""
+    for g in result.graphs:
+        click.echo("")
+        echo_validation(g.validation)
+    click.echo("")
+    width = max(len(g.name) for g in result.graphs)
+    for g in result.graphs:
+        state = f"{g.size_bytes / 2**20:.1f} MiB" if result.passed else "not written"
+        unit = "layers" if g.weights_path else "nodes"
+        click.echo(f"{g.name:>{width}}: {g.path} ({g.nodes} {unit}, {state})")
+    if result.report_path:
+        click.echo(f"  report: {result.report_path}")
+    click.echo(f"total {result.timings['total_s']:.1f} s")
+
+
+def export_failure(result: Any, printing: bool) -> str:
+    if printing:
+        return "validation failed, nothing written: " + "; ".join(result.failures)
+    failed = [g.name for g in result.graphs if not g.validation.passed]
+    return f"validation failed for the {', '.join(failed)} graph (see above), nothing written"
+
+
+def echo_build(result: Any) -> None:
+    m = result.manifest
+    click.echo(f"built {result.engine_path} ({result.engine_bytes / 1e6:.1f} MB) in {result.build_seconds:.1f} s")
+    click.echo(f"  {m.precision} {m.kind} convmlp_{m.variant or '?'}, TensorRT {m.tensorrt_version}, "
+               f"{m.gpu_name} (sm {m.compute_capability})")
+    click.echo(f"  manifest: {result.manifest_path}")
+    echo_table([{"profile": i, "min": p.min, "opt": p.opt, "max": p.max} for i, p in enumerate(m.profiles)],
+               [("profile", "profile"), ("min", "min"), ("opt", "opt"), ("max", "max")])
+
+
+def echo_benchmark(run: Any, written: Sequence[str]) -> None:
+    """The machine line, the summary table, trtexec's warnings, per-layer times and the files written."""
+    from .bench.report import machine_line
+
+    report = run.report
+    click.echo(machine_line(report.machine, report.versions))
+    echo_table(report.rows(), report.columns())
+    for r in report.results:
+        for w in r.warnings:
+            click.echo(f"warning: b{r.batch} {r.height}x{r.width}: {w.message}")
+    if run.layers is not None:
+        echo_layer_times(run.layers)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def echo_triton(entry: Any) -> None:
+    opts, model = entry.options, entry.model
+    click.echo(f"wrote {entry.config_path.parent} ({entry.served_by}, max_batch_size {opts.max_batch_size})")
+    rows = [
+        {"io": io, "name": t.name, "data_type": t.data_type, "dims": "[" + ", ".join(map(str, t.dims)) + "]"}
+        for io, ts in (("input", model.inputs), ("output", model.outputs))
+        for t in ts
+    ]
+    echo_table(rows, [("io", "io"), ("name", "name"), ("data_type", "data type"), ("dims", "dims")])
+    batching = f"dynamic, preferred {list(opts.preferred_batch_sizes) or 'any'}" if opts.dynamic_batching else "off"
+    click.echo(f"instances: {opts.instances} x KIND_{opts.instance_kind.upper()}; batching: {batching}")
+
+
+def echo_prediction(result: Any, labelled: bool) -> None:
+    """One image's top-k table (an unreadable image is reported on stderr by the caller)."""
+    shape = "x".join(map(str, result.input_shape or ()))
+    click.echo(f"{result.image}  [{shape}]")
+    cols = [("rank", "rank"), ("index", "class")] + ([("label", "label")] if labelled else [])
+    echo_table([s.to_dict() for s in result.top], cols + [("probability", "probability")])
+    click.echo("")
+
+
+def echo_evaluation(report: Any) -> None:
+    click.echo(f"{report.images} images from {report.dataset} ({report.form}), {len(report.skipped)} skipped")
+    rows = report.rows()
+    for r in rows:
+        for k in ("top1", "top5", "agreement"):
+            if r[k] is not None:
+                r[k] = f"{100 * r[k]:.2f}%"
+    echo_table(rows, EVAL_COLUMNS)
+    for line in report.skipped:
+        click.echo(f"skipped {line}", err=True)
+
+
+def echo_doctor(report: dict[str, Any]) -> None:
+    from .doctor import command_rows, component_rows
+
+    echo_table(component_rows(report), [("component", "component"), ("status", "status")])
+    click.echo()
+    echo_table(command_rows(report), [("command", "command"), ("ok", "ok"), ("note", "note")])

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
+from .errors import OptionError
+
 __all__ = ["TooLarge", "available_bytes", "estimate_bytes", "check_fits", "gib"]
 
 #: live tensors at the peak of a forward pass, in units of the largest one: the block's input,
@@ -14,7 +16,7 @@ LIVE_TENSORS = 3
 FLOAT_BYTES = 4
 
 
-class TooLarge(ValueError):
+class TooLarge(OptionError):
     """A request that cannot fit in this machine's memory (CLI exit 2)."""
 
 

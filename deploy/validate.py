@@ -1,4 +1,9 @@
-"""Validate any runner against PyTorch FP32 on a grid of input shapes."""
+"""Validate any runner against PyTorch FP32 on a grid of input shapes (``validate``, and ``export``'s gates).
+
+``validate_file`` is the command's one call: the file's record (``deploy.modelfile``) decides the
+gate (its precision, inferred when not recorded), the reference (its variant, kind and class count)
+and what the request may ask; the runner comes from ``deploy.backends``.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +17,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convmlp import create_model
-from convmlp.model import ConvMLP
-from convmlp.weights import synthesize_weights
+from convmlp.weights import file_sha256
 
+from .backends import RunnerOptions, backend, default_backend, takers
 from .compare import Tolerance, ValidationReport, compare_outputs, tolerance_for
-from .errors import DeployError
-from .ir import is_ir, read_ir
+from .errors import DeployError, OptionError
+from .loader import ModelSource, reference_model
+from .modelfile import ModelFacts, describe, file_format
+from .precision import run_precision
 from .runners.base import Runner
 from .runners.torch_runner import TorchRunner
 
 __all__ = [
     "Shape",
     "DEFAULT_GRID",
-    "SYNTHETIC_SEED",
-    "reference_model",
-    "weights_label",
     "sample_images",
     "ReferenceCase",
     "reference_cases",
     "photo_case",
     "compare_runner",
     "validate_runner",
+    "resolve_variant",
+    "check_weights",
+    "reference_for",
+    "check_reference",
+    "Validation",
+    "validate_file",
     "validate_onnx",
-    "validate_engine",
 ]
 
 Shape = tuple[int, int, int, int]
@@ -48,36 +56,6 @@ DEFAULT_GRID: tuple[Shape, ...] = (
     (3, 3, 97, 131),
     (1, 3, 512, 512),
 )
-
-SYNTHETIC_SEED = 0
-
-
-def reference_model(
-    variant: str,
-    weights: str | os.PathLike[str] | None = None,
-    *,
-    features: bool = False,
-    num_classes: int = 1000,
-    seed: int = SYNTHETIC_SEED,
-) -> ConvMLP:
-    """The PyTorch FP32 model a graph is exported from and checked against.
-
-    With ``weights`` it is that checkpoint; without, deterministic trained-looking
-    weights from ``seed`` (see ``synthesize_weights``), so that ``export`` and a
-    later ``validate`` without weights compare the same model.
-    """
-    if weights is not None:
-        model = create_model(variant, weights=weights, num_classes=num_classes, features_only=features)
-    else:
-        model = create_model(variant, num_classes=num_classes, features_only=features)
-        synthesize_weights(model, seed)
-        model.checkpoint_sha256 = None
-    return model.eval()
-
-
-def weights_label(weights: str | os.PathLike[str] | None, seed: int = SYNTHETIC_SEED) -> str:
-    return str(weights) if weights is not None else f"synthetic(seed={seed})"
-
 
 def sample_images(shape: Shape, seed: int) -> np.ndarray:
     """Image-like inputs: smooth per-sample structure plus fine noise, in normalised units."""
@@ -178,57 +156,218 @@ def validate_runner(
     )
 
 
-# --------------------------------------------------------------------------- files
+# --------------------------------------------------------------------------- model files
 
 
-def _graph_metadata(path: Path) -> dict[str, str]:
-    """The metadata ``export`` wrote into an ONNX graph (``metadata_props``) or an IR (``rt_info``)."""
-    import onnx
-
-    if is_ir(path):
-        return read_ir(path).metadata
-    if not path.is_file():
-        raise DeployError(f"ONNX file not found: {path}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise DeployError(f"{path}: not an ONNX model ({first})") from None
-    if not proto.graph.node:
-        raise DeployError(f"{path}: not an ONNX model (empty graph)")
-    return {p.key: p.value for p in proto.metadata_props}
+def resolve_variant(facts: ModelFacts, variant: str | None) -> str:
+    """The variant to build the reference of: the file's, or ``variant`` when it records none."""
+    if variant is None and facts.variant is None:
+        raise OptionError(f"{facts.name} does not say which variant it is: pass --variant s|m|l")
+    if variant is not None and facts.variant is not None and variant != facts.variant:
+        raise DeployError(f"{facts.path} is ConvMLP-{facts.variant.upper()}, not ConvMLP-{variant.upper()}")
+    return (variant or facts.variant)  # type: ignore[return-value]
 
 
-def _resolve(
-    meta: dict[str, str], variant: str | None, weights: str | os.PathLike[str] | None, source: Path
-) -> tuple[str, int, bool]:
-    """Variant, class count and kind from the artifact's metadata and the caller's options."""
-    meta_variant = meta.get("variant") or None
-    if variant is None and meta_variant is None:
-        raise DeployError(f"{source} does not say which variant it is: pass --variant s|m|l")
-    if variant is not None and meta_variant is not None and variant != meta_variant:
-        raise DeployError(f"{source} is ConvMLP-{meta_variant.upper()}, not ConvMLP-{variant.upper()}")
-    sha = meta.get("checkpoint_sha256") or ""
-    if not sha and weights is not None and meta.get("weights", "").startswith("synthetic"):
+def check_weights(facts: ModelFacts, weights: str | os.PathLike[str] | None) -> None:
+    """``DeployError`` unless ``weights`` is what the file was exported from (by the recorded sha256)."""
+    sha = facts.checkpoint_sha256
+    if not sha and weights is not None and facts.synthetic:
         raise DeployError(
-            f"{source.name} was exported from synthetic weights ({meta['weights']}), not from a checkpoint: "
+            f"{facts.name} was exported from synthetic weights ({facts.weights}), not from a checkpoint: "
             f"validate it without --weights, or export it again with --weights {weights}"
         )
     if sha and weights is None:
-        raise DeployError(
-            f"{source} was exported from checkpoint {meta.get('weights', '?')} (sha256 {sha[:12]}...): "
-            "pass it with --weights"
-        )
-    if sha and weights is not None:
-        from convmlp.weights import file_sha256
+        what = facts.weights if facts.format != "engine" else "the checkpoint of its ONNX graph"
+        raise DeployError(f"{facts.path} was exported from checkpoint {what or '?'} (sha256 {sha[:12]}...): "
+                          "pass it with --weights")
+    if sha and weights is not None and Path(weights).is_file() and file_sha256(weights) != sha:
+        raise DeployError(f"--weights {weights} is not the checkpoint {facts.name} was exported from "
+                          f"(sha256 {sha[:12]}...)")
 
-        if Path(weights).is_file() and file_sha256(weights) != sha:
-            raise DeployError(
-                f"--weights {weights} is not the checkpoint {source.name} was exported from "
-                f"(sha256 {sha[:12]}...)"
-            )
-    num_classes = int(meta.get("num_classes") or 1000)
-    return (variant or meta_variant), num_classes, meta.get("kind") == "features"  # type: ignore[return-value]
+
+def reference_for(
+    facts: ModelFacts, variant: str | None, weights: str | os.PathLike[str] | None
+) -> torch.nn.Module:
+    """The PyTorch FP32 model ``facts``' file is checked against; ``OptionError`` when its head and the
+    file's class count differ (a graph of a fine-tuned checkpoint needs that checkpoint)."""
+    v = resolve_variant(facts, variant)
+    check_weights(facts, weights)
+    features = facts.kind == "features"
+    num_classes = None if weights is not None or features else facts.num_classes
+    model = reference_model(v, weights, num_classes=num_classes, features=features)
+    if not features and model.num_classes != facts.num_classes:
+        raise OptionError(
+            f"{facts.name} outputs {facts.num_classes} classes but --weights {weights} has a "
+            f"{model.num_classes}-class head: give the checkpoint the file was exported from"
+        )
+    return model
+
+
+@dataclass
+class Validation:
+    """What ``validate`` found: the file's record, the report against PyTorch, the per-layer table."""
+
+    facts: ModelFacts
+    report: ValidationReport
+    layers: Any = None  # deploy.layer_errors.LayerReport with --per-layer
+
+    @property
+    def notes(self) -> list[str]:
+        """The facts the file did not record, and records its graph contradicts."""
+        line = self.facts.inferred_line()
+        return ([line] if line else []) + list(self.facts.notes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return (self.report.to_dict() | {"model_facts": self.facts.to_dict()}
+                | ({"per_layer": self.layers.to_dict()} if self.layers else {}))
+
+
+def validate_file(
+    source: ModelSource,
+    *,
+    backend_name: str | None = None,
+    options: RunnerOptions | None = None,
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
+    per_layer: bool = False,
+    reference_onnx: str | os.PathLike[str] | None = None,
+    shapes: Sequence[Shape] | None = None,
+    on_case: Callable[[Shape], None] | None = None,
+) -> Validation:
+    """``validate``: any graph, IR or engine against PyTorch FP32 at its precision's gate.
+
+    ``images``: a folder of photographs (up to ``MAX_PHOTOS`` used) or a list of image files, added as
+    one case on which top-1 agreement is gated. Everything the request contradicts is refused before
+    any work (``OptionError``): options an engine or the backend does not take, ``images`` on a features
+    model, ``per_layer`` on an FP32 graph or an IR, or with a reference that is not this model's FP32 graph.
+    """
+    from .layer_errors import compare_layers, reference_graph
+
+    options = options or RunnerOptions()
+    _check_request(source, backend_name, options, bool(images), per_layer, reference_onnx)
+    if source.engine is not None:
+        backend("tensorrt").require()  # what the machine lacks comes before what the sidecar says
+    photos = _photos(images)
+    facts = source.describe()
+    if photos and facts.kind == "features":
+        raise OptionError("--images applies to classifier graphs (top-1 agreement); this one outputs features")
+    ref_facts = None
+    if per_layer:
+        if facts.format != "onnx":
+            raise OptionError(f"--per-layer compares ONNX graphs on onnxruntime; {facts.name} is an {facts.format}"
+                              + (": give the .onnx this IR came from" if facts.format == "ir" else ""))
+        if facts.precision == "fp32":
+            raise OptionError(f"--per-layer compares a reduced-precision graph with its FP32 graph; {facts.name} "
+                              "already is FP32 (validate its FP16 or INT8 graph)")
+        ref_facts = describe(reference_onnx or reference_graph(facts), "onnx")
+        check_reference(facts, ref_facts)
+    if facts.format == "engine":
+        report = _validate_engine(facts, source, on_case)
+    else:
+        report = _validate_graph(facts, source, backend_name, options, photos, shapes or DEFAULT_GRID, on_case)
+    layers = None
+    if ref_facts is not None:
+        assert ref_facts.path is not None and facts.path is not None
+        layers = compare_layers(facts.path, ref_facts.path, sample_images((1, 3, 224, 224), 0),
+                                precision=facts.precision)
+    return Validation(facts, report, layers)
+
+
+#: real photographs at most in the ``images`` case
+MAX_PHOTOS = 64
+
+
+def _photos(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Any]:
+    """The image files of ``images``: a folder's (sorted, up to ``MAX_PHOTOS``) or the list given."""
+    from convmlp.preprocess import list_images
+
+    if not isinstance(images, (str, os.PathLike)):
+        return list(images)
+    found = list_images(images)
+    if not found:
+        raise OptionError(f"--images {images}: no image files in it")
+    return found[:MAX_PHOTOS]
+
+
+def _check_request(
+    source: ModelSource, backend_name: str | None, options: RunnerOptions, images: bool, per_layer: bool,
+    reference_onnx: Any,
+) -> None:
+    """``OptionError`` for options the file kind or the backend does not take (nothing read yet)."""
+    if reference_onnx and not per_layer:
+        raise OptionError("--reference-onnx goes with --per-layer")
+    if reference_onnx and file_format(reference_onnx) != "onnx":
+        raise OptionError(f"--reference-onnx {Path(reference_onnx).name} is not an ONNX graph (an OpenVINO IR or an "
+                          "engine): give the FP32 .onnx graph")
+    if source.engine is not None:
+        given = [flag for flag, on in (("--backend", backend_name and backend(backend_name).reads != "engine"),
+                                       ("--provider", options.providers), ("--images", images),
+                                       ("--per-layer", per_layer), ("--precision", options.precision)) if on]
+        if given:
+            raise OptionError(f"{given[0]} applies to --onnx (an engine runs on TensorRT, at its own precision)")
+        return
+    b = backend(backend_name or default_backend("onnx", source.onnx))
+    b.check_reads("onnx", source.onnx)
+    if options.providers and "providers" not in b.takes:
+        raise OptionError(f"--provider is an {' and '.join(takers('providers'))} option; drop it or use --backend "
+                          f"{' or '.join(takers('providers'))}")
+    if options.precision and not b.precisions:
+        raise OptionError(f"--precision applies to --backend openvino ({b.name} runs the graph's own precision)")
+    if per_layer and source.onnx is not None and file_format(source.onnx) == "ir":
+        raise OptionError("--per-layer compares ONNX graphs on onnxruntime: give the .onnx this IR came from")
+
+
+def check_reference(checked: ModelFacts, reference: ModelFacts) -> None:
+    """``OptionError`` unless ``reference`` is an FP32 ONNX graph of the same model as ``checked``."""
+    if reference.format != "onnx":
+        raise OptionError(f"--reference-onnx {reference.name} is an {reference.format}: give the FP32 ONNX graph")
+    if reference.precision != "fp32":
+        raise OptionError(f"--reference-onnx {reference.name} computes in {reference.precision}: the per-layer "
+                          "reference must be the FP32 graph")
+    same = (reference.kind, reference.num_classes, reference.output_names) == (
+        checked.kind, checked.num_classes, checked.output_names)
+    if not same or (reference.variant and checked.variant and reference.variant != checked.variant):
+        def what(f: ModelFacts) -> str:
+            classes = f"{f.num_classes}-class " if f.num_classes else ""
+            return f"a {classes}{f.kind} of ConvMLP-{(f.variant or '?').upper()} (outputs {', '.join(f.output_names)})"
+
+        raise OptionError(f"--reference-onnx {reference.name} is {what(reference)}, {checked.name} "
+                          f"{what(checked)}: give the FP32 graph this one was made from")
+
+
+def _validate_graph(
+    facts: ModelFacts, source: ModelSource, backend_name: str | None, options: RunnerOptions,
+    images: Sequence[str | os.PathLike[str]], shapes: Sequence[Shape], on_case: Callable[[Shape], None] | None,
+) -> ValidationReport:
+    b = backend(backend_name or default_backend("onnx", facts.path))
+    runner = b.open(facts.path, options)  # onnxruntime's device follows --provider
+    model = reference_for(facts, source.variant, source.weights)
+    with runner:
+        used = getattr(runner, "precision_used", None)
+        label = run_precision(facts.precision, used)
+        cases = reference_cases(model, shapes, output_names=runner.output_names)
+        if images:
+            cases.append(photo_case(model, images, facts.preprocessing, output_names=runner.output_names))
+        return compare_runner(
+            runner, cases, tolerance=tolerance_for(facts.precision, used),
+            model_label=f"{facts.name} (convmlp_{model.variant} {label})", weights=model.weights_source,
+            on_case=on_case,
+        )
+
+
+def _validate_engine(
+    facts: ModelFacts, source: ModelSource, on_case: Callable[[Shape], None] | None
+) -> ValidationReport:
+    """A TensorRT engine against PyTorch FP32 at each profile's min/opt/max and odd sizes inside."""
+    from .modelfile.profiles import validation_shapes
+
+    model = reference_for(facts, source.variant, source.weights)
+    runner = backend("tensorrt").open(facts.path)
+    with runner:
+        return validate_runner(
+            runner, model, shapes=validation_shapes(facts.profiles), tolerance=tolerance_for(facts.precision),
+            model_label=f"{facts.name} (convmlp_{model.variant} {facts.precision})", weights=model.weights_source,
+            on_case=on_case,
+        )
 
 
 def validate_onnx(
@@ -241,81 +380,12 @@ def validate_onnx(
     precision: str | None = None,
     threads: int | None = None,
     images: Sequence[str | os.PathLike[str]] = (),
-    shapes: Sequence[Shape] = DEFAULT_GRID,
+    shapes: Sequence[Shape] | None = None,
     on_case: Callable[[Shape], None] | None = None,
 ) -> ValidationReport:
-    """Check any ONNX file written by ``export`` (or compatible), or its OpenVINO IR, against PyTorch FP32.
-
-    ``images``: real photographs added as one more case (classifiers only), on which
-    the reduced-precision gates also check top-1 agreement.
-
-    ``backend``: any backend of ``deploy.backends`` that reads ONNX (onnxruntime,
-    openvino; None: onnxruntime, or openvino for an IR ``.xml``); ``precision``: its
-    run-time precision where it has one (OpenVINO).
-    The gate is that of the least exact of the graph's precision and the one the
-    backend actually ran (an FP32 graph on OpenVINO BF16 gets the BF16 gate).
-    """
-    from .backends import RunnerOptions, default_backend
-    from .backends import backend as lookup
-
-    b = lookup(backend or default_backend("onnx", path))
-    if b.reads != "onnx":
-        raise ValueError(f"--backend {backend} does not run ONNX graphs")
-    path = Path(path)
-    meta = _graph_metadata(path)
-    v, num_classes, features = _resolve(meta, variant, weights, path)
-    graph_precision = meta.get("precision", "fp32")
-    device = "cuda" if providers and providers[0].lower() in ("cuda", "tensorrt", "trt") else "cpu"
-    options = RunnerOptions(device=device, providers=providers, precision=precision, threads=threads)
-    runner = b.open(path, options)
-    model = reference_model(v, weights, features=features, num_classes=num_classes)
-    if images and features:
-        raise ValueError("--images applies to classifier graphs (top-1 agreement); this one outputs features")
-    with runner:
-        used = getattr(runner, "precision_used", None)
-        label = graph_precision if used in (None, graph_precision) else f"{graph_precision} graph run in {used}"
-        cases = reference_cases(model, shapes, output_names=runner.output_names)
-        if images:
-            from convmlp.weights import PRETRAINED_CFGS
-
-            cases.append(photo_case(model, images, PRETRAINED_CFGS[v], output_names=runner.output_names))
-        report = compare_runner(
-            runner, cases, tolerance=tolerance_for(graph_precision, used),
-            model_label=f"{path.name} (convmlp_{v} {label})", weights=weights_label(weights), on_case=on_case,
-        )
-    return report
-
-
-def validate_engine(
-    path: str | os.PathLike[str],
-    *,
-    variant: str | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    on_case: Callable[[Shape], None] | None = None,
-) -> ValidationReport:
-    """Check a TensorRT engine against PyTorch FP32 at each profile's min/opt/max and odd sizes inside."""
-    from .backends import backend
-    from .trt.manifest import read_manifest
-    from .trt.profiles import validation_shapes
-
-    backend("tensorrt").require()  # say first what this machine lacks, then what the sidecar says
-    path = Path(path)
-    manifest = read_manifest(path)
-    meta = {
-        "variant": manifest.variant or "",
-        "num_classes": str(manifest.num_classes or 1000),
-        "kind": manifest.kind,
-        "checkpoint_sha256": manifest.checkpoint_sha256,
-        "weights": "the checkpoint of its ONNX graph",
-    }
-    v, num_classes, features = _resolve(meta, variant, weights, path)
-    model = reference_model(v, weights, features=features, num_classes=num_classes)
-    from .runners.tensorrt import TensorRTRunner
-
-    with TensorRTRunner(path) as runner:
-        report = validate_runner(
-            runner, model, shapes=validation_shapes(manifest.profiles), tolerance=tolerance_for(manifest.precision),
-            model_label=f"{path.name} (convmlp_{v} {manifest.precision})", weights=weights_label(weights),
-            on_case=on_case,
-        )
-    return report
+    """``validate_file`` for one ONNX graph or IR: its report. ``backend``: a ``deploy.backends`` name that
+    reads ONNX (None: onnxruntime, openvino for an IR); ``precision``: its run-time precision (OpenVINO)."""
+    source = ModelSource(variant=variant, onnx=Path(path), weights=Path(weights) if weights else None)
+    options = RunnerOptions(precision=precision, threads=threads, providers=providers)
+    return validate_file(source, backend_name=backend, options=options, images=images, shapes=shapes,
+                         on_case=on_case).report

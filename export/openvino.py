@@ -8,7 +8,7 @@ for the ONNX graph on OpenVINO. A Q/DQ graph becomes an IR with FakeQuantize
 layers, which OpenVINO runs in INT8.
 
 The graph's metadata goes into the IR's ``rt_info`` under ``convmlp_deploy``
-(``deploy.ir`` reads it back), with the sha256 of the ONNX graph it came from.
+(``deploy.modelfile.ir`` reads it back), with the sha256 of the ONNX graph it came from.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 
 from deploy.errors import BackendUnavailable
-from deploy.ir import IR_SECTION
+from deploy.modelfile.ir import IR_SECTION
 from deploy.runners.openvino import first_line, import_openvino
 
 from .errors import ExportError

@@ -10,7 +10,6 @@ of the run passed, so a failed run never replaces a good artifact.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -28,21 +27,15 @@ import convmlp
 from convmlp import PRETRAINED_CFGS, create_model
 from convmlp.profile import count_macs, count_params
 from convmlp.spec import IOSpec, io_spec
-from convmlp.weights import file_sha256, synthesize_weights
+from convmlp.weights import file_sha256, head_classes, read_checkpoint
 from deploy.artifacts import atomic_write_json, staged_path
 from deploy.compare import Tolerance, ValidationReport, tolerance_for
-from deploy.ir import ir_bin_path, is_ir, read_ir
+from deploy.loader import reference_model
+from deploy.modelfile.ir import ir_bin_path, is_ir, read_ir
+from deploy.modelfile.metadata import graph_metadata, int8_metadata
 from deploy.runners.onnxrt import OnnxRuntimeRunner
 from deploy.runners.openvino import OpenVINORunner
-from deploy.validate import (
-    DEFAULT_GRID,
-    SYNTHETIC_SEED,
-    Shape,
-    compare_runner,
-    photo_case,
-    reference_cases,
-    weights_label,
-)
+from deploy.validate import DEFAULT_GRID, Shape, compare_runner, photo_case, reference_cases
 
 from .errors import ExportError, ExportOptionError
 from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
@@ -71,7 +64,8 @@ class ExportConfig:
     output_dir: Path = Path("artifacts")
     weights: Path | None = None
     pretrained: bool = False
-    num_classes: int = 1000
+    #: classes of the head; None: the checkpoint's (``--weights``), else 1000
+    num_classes: int | None = None
     exporter: str = DEFAULT_EXPORTER
     opset: int | None = None  # None: the exporter's default
     fp16: bool = False
@@ -173,32 +167,16 @@ def _versions() -> dict[str, str]:
 
 
 def _metadata(
-    cfg: ExportConfig, spec: IOSpec, precision: str, sha: str | None, label: str, opset: int
+    cfg: ExportConfig, spec: IOSpec, precision: str, sha: str | None, label: str, opset: int, num_classes: int
 ) -> dict[str, str]:
-    pc = PRETRAINED_CFGS[cfg.variant]
     versions = _versions()
-    return {
-        "variant": cfg.variant,
-        "kind": spec.kind,
-        "precision": precision,
-        "num_classes": str(cfg.num_classes),
-        "input_name": spec.input_names[0],
-        "output_names": ",".join(spec.output_names),
-        "input_layout": "NCHW",
-        "input_size": json.dumps(list(pc.input_size)),
-        "mean": json.dumps(list(pc.mean)),
-        "std": json.dumps(list(pc.std)),
-        "crop_pct": str(pc.crop_pct),
-        "interpolation": pc.interpolation,
-        "checkpoint_sha256": sha or "",
-        "weights": label,
-        "exporter": cfg.exporter,
-        "exporter_versions": json.dumps(exporter_versions(cfg.exporter)),
-        "opset": str(opset),
-        "producer_versions": json.dumps(
-            {k: versions[k] for k in ("convmlp-deploy", "torch", "onnx", "onnxscript") if k in versions}
-        ),
-    }
+    return graph_metadata(
+        variant=cfg.variant, kind=spec.kind, precision=precision, num_classes=num_classes,
+        input_name=spec.input_names[0], output_names=spec.output_names, cfg=PRETRAINED_CFGS[cfg.variant],
+        checkpoint_sha256=sha, weights=label, exporter=cfg.exporter,
+        exporter_versions=exporter_versions(cfg.exporter), opset=opset,
+        producer_versions={k: versions[k] for k in ("convmlp-deploy", "torch", "onnx", "onnxscript") if k in versions},
+    )
 
 
 def _check_output_dir(path: Path) -> list[Path]:
@@ -235,23 +213,15 @@ def stale_artifacts(variant: str, output_dir: Path, written: Sequence[str]) -> l
 
 
 def _build_models(cfg: ExportConfig) -> tuple[torch.nn.Module, torch.nn.Module | None, str | None, str]:
-    if cfg.weights is not None:
-        model = create_model(cfg.variant, weights=cfg.weights, num_classes=cfg.num_classes)
-        label = str(cfg.weights)
-    elif cfg.pretrained:
-        model = create_model(cfg.variant, pretrained=True, num_classes=cfg.num_classes)
-        label = PRETRAINED_CFGS[cfg.variant].url
-    else:
-        model = synthesize_weights(create_model(cfg.variant, num_classes=cfg.num_classes), SYNTHETIC_SEED)
-        model.checkpoint_sha256 = None
-        label = weights_label(None)
-    model.eval()
+    """The classifier (and with ``features`` its F1..F4 backbone, sharing its weights), the checkpoint's
+    sha256 and how the report names the weights."""
+    model = reference_model(cfg.variant, cfg.weights, pretrained=cfg.pretrained, num_classes=cfg.num_classes)
     features = None
     if cfg.features:
         features = create_model(cfg.variant, features_only=True).eval()
         own = features.state_dict()
         features.load_state_dict({k: v for k, v in model.state_dict().items() if k in own}, strict=True)
-    return model, features, model.checkpoint_sha256, label
+    return model, features, model.checkpoint_sha256, model.weights_source
 
 
 def _quantize(
@@ -276,13 +246,11 @@ def _quantize(
 
 
 def _int8_metadata(calibration: CalibrationSet, facts: dict[str, Any]) -> dict[str, str]:
-    return {
-        "quantizer": f"{facts['quantizer']} {facts['onnxruntime'] or ''}".strip(),
-        "calibration_images": str(facts["calibration_batches"]),
-        "calibration_method": calibration.method,
-        "int8_layout": facts["layout"],
-        "calibration_files_sha256": calibration.sha256,
-    }
+    return int8_metadata(
+        quantizer=f"{facts['quantizer']} {facts['onnxruntime'] or ''}".strip(),
+        images=facts["calibration_batches"], method=calibration.method, layout=facts["layout"],
+        files_sha256=calibration.sha256, weight_bits=facts["weight_bits"],
+    )
 
 
 def _stage_ir(
@@ -315,7 +283,14 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         check_openvino()
     calibration = None
     if cfg.int8 != (cfg.calibration is not None):
-        raise ExportOptionError("--int8 and --calibration DIR go together")
+        raise ExportOptionError("--int8 and --calibration DIR go together (INT8 is calibrated on your images)")
+    if cfg.weights is not None and cfg.num_classes is not None:
+        head = head_classes(read_checkpoint(cfg.weights))
+        if head is not None and head != cfg.num_classes:
+            raise ExportOptionError(
+                f"--num-classes {cfg.num_classes} contradicts --weights {cfg.weights}, whose head has {head} "
+                "classes: drop --num-classes (the checkpoint's head decides)"
+            )
     if cfg.calibration is not None:
         calibration = calibration_set(cfg.calibration, cfg.calibration_count, cfg.calibration_method)
     paths = artifact_paths(cfg.variant, cfg.output_dir)
@@ -341,7 +316,7 @@ def _export(
     params, macs = count_params(model), count_macs(model, 224, 224)
 
     jobs: list[tuple[str, torch.nn.Module, IOSpec, str]] = [
-        ("fp32", model, io_spec(cfg.variant, num_classes=cfg.num_classes), "fp32")
+        ("fp32", model, io_spec(cfg.variant, num_classes=model.num_classes), "fp32")
     ]
     if cfg.fp16:
         jobs.append(("fp16", model, jobs[0][2], "fp16"))
@@ -387,7 +362,7 @@ def _export(
                 graph_copy = onnx.ModelProto()
                 graph_copy.CopyFrom(graph)
                 graph = graph_copy
-            meta = _metadata(cfg, spec, precision, sha, label, opset)
+            meta = _metadata(cfg, spec, precision, sha, label, opset, model.num_classes)
             if precision == "int8" and calibration is not None and int8_facts is not None:
                 meta.update(_int8_metadata(calibration, int8_facts))
             set_metadata(graph, meta)
@@ -446,7 +421,7 @@ def _export(
 
     report = {
         "variant": cfg.variant,
-        "num_classes": cfg.num_classes,
+        "num_classes": model.num_classes,
         "params": params,
         "gmacs_224": round(macs / 1e9, 4),
         "opset": opset,

@@ -37,8 +37,8 @@ def make_engine(tmp_path: Path):
     Enough for everything that reads only the sidecar (profiles, variant, kind);
     anything that runs the engine needs TensorRT and is a ``gpu`` test.
     """
-    from deploy.trt.manifest import EngineManifest, write_manifest
-    from deploy.trt.profiles import ShapeProfile
+    from deploy.modelfile.engine import EngineManifest, write_manifest
+    from deploy.modelfile.profiles import ShapeProfile
 
     def make(
         name: str = "s.engine",
@@ -73,7 +73,7 @@ def s_onnx(tmp_path_factory):
     import shutil
 
     from convmlp.spec import io_spec
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
     from export.onnx import export_onnx
 
     cache = tmp_path_factory.mktemp("s-graphs")

@@ -60,7 +60,7 @@ def test_greedy_option_leaves_other_options_alone():
     cmd = cli.main.commands["profile"]
     ctx = cmd.make_context("profile", ["-r", "224", "320x640", "--variant", "s", "--json"])
     assert ctx.params["resolution"] == ((224, 224), (320, 640))
-    assert ctx.params["variant"] == "s" and ctx.params["as_json"] is True
+    assert ctx.params["variant"] == "s" and ctx.params["json_flag"] is True
 
 
 def test_missing_or_garbage_weights_exit_1_one_line(tmp_path):

@@ -1,4 +1,4 @@
-"""Benchmark any runner the way trtexec does: one loop over PyTorch, onnxruntime and TensorRT.
+"""Benchmark any runner the way trtexec does: one loop over PyTorch, onnxruntime, OpenVINO and TensorRT.
 
     >>> from deploy.bench import TimingConfig, expand_sweep, resolve_target, run_benchmark
     >>> target = resolve_target(variant="s", backend="torch", threads=2)
@@ -6,14 +6,23 @@
     >>> print(report.to_markdown())
 
 Library layout: ``stats`` (pure numbers), ``timing`` (the loop), ``targets``
-(what to run and the checks before running it), ``report`` (results and files).
+(what to run and the checks before running it), ``report`` (results and files),
+``layer_times`` (per-layer time: onnxruntime's profiler, TensorRT's IProfiler). The
+``benchmark`` command's one call is ``plan_benchmark`` (every check) then ``run_plan``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from .layers import PER_LAYER_BACKENDS, LayerProfile, profile_onnxruntime
+from ..backends import RunnerOptions, takers
+from ..backends import backend as backend_row
+from ..errors import BackendUnavailable, OptionError
+from ..loader import ModelSource
+from .layer_times import LayerProfile, profile_onnxruntime, profile_tensorrt
 from .report import (
     BenchReport,
     CaseResult,
@@ -44,6 +53,10 @@ __all__ = [
     "BenchReport",
     "BenchTarget",
     "BenchUsageError",
+    "BenchPlan",
+    "BenchRun",
+    "plan_benchmark",
+    "run_plan",
     "Case",
     "CaseResult",
     "PerfWarning",
@@ -130,18 +143,98 @@ def run_benchmark(
 def profile_layers(target: BenchTarget, case: Case, *, runs: int = 20) -> LayerProfile:
     """Per-layer time of ``target`` on one case (``benchmark --per-layer``): onnxruntime's profiler or a
     TensorRT ``IProfiler``. ``BenchUsageError`` for a backend without per-layer timing."""
-    if target.backend not in PER_LAYER_BACKENDS:
-        raise BenchUsageError(
-            f"--per-layer times layers on {' and '.join(PER_LAYER_BACKENDS)}, not on {target.backend}"
-        )
-    if target.backend == "onnxruntime":
+    b = backend_row(target.backend)
+    if "per_layer" not in b.takes:
+        raise BenchUsageError(f"--per-layer times layers on {' and '.join(takers('per_layer'))}, not on {target.backend}")
+    if b.reads == "onnx":  # onnxruntime's own profiler on a session of its own
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if target.device == "cuda" else None
         return profile_onnxruntime(target.onnx or "", case.shape, threads=target.threads, runs=runs,
                                    providers=providers)
     if target.cuda_graph:
         raise BenchUsageError("--per-layer times plain enqueues (TensorRT reports nothing for graph replays): "
                               "drop --cuda-graph")
-    from ..trt.layer_profile import profile_tensorrt
-
     with open_runners(target) as runners:
         return profile_tensorrt(runners[0], case.shape, runs=runs)
+
+
+# --------------------------------------------------------------------------- the command's one call
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Everything ``benchmark`` will do, checked before any of it runs."""
+
+    target: BenchTarget
+    cases: list[Case]
+    timing: TimingConfig
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    peak_tflops: float | None = None
+    per_layer: bool = False
+
+
+@dataclass
+class BenchRun:
+    """A finished benchmark: the report and, with ``per_layer``, the per-layer times of the first case."""
+
+    report: BenchReport
+    layers: LayerProfile | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report.to_dict() | ({"per_layer": self.layers.to_dict()} if self.layers else {})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def plan_benchmark(
+    source: ModelSource,
+    *,
+    backend: str | None = None,
+    options: RunnerOptions | None = None,
+    device: str | None = None,
+    batches: Sequence[int] = (1,),
+    resolutions: Sequence[tuple[int, int]] = ((224, 224),),
+    timing: TimingConfig | None = None,
+    compile: bool = False,
+    cuda_graph: bool = False,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    peak_tflops: float | None = None,
+    per_layer: bool = False,
+    plot: bool = False,
+) -> BenchPlan:
+    """Resolve the target (``resolve_target``), the sweep, and every check that comes before work
+    (``prepare``); ``OptionError`` for what contradicts itself, ``DeployError`` for what this machine lacks
+    (``plot``: matplotlib, for ``--plot``)."""
+    if plot and not plot_available():
+        raise BackendUnavailable("--plot needs matplotlib: pip install 'convmlp-deploy[plot]'")
+    options = options or RunnerOptions()
+    target = resolve_target(
+        variant=source.variant, backend=backend, onnx=source.onnx, engine=source.engine, device=device,
+        precision=options.precision, weights=source.weights, compile=compile, cuda_graph=cuda_graph,
+        streams=options.streams or 1, threads=options.threads,
+    )
+    cases = expand_sweep(batches, resolutions)
+    target = prepare(target, cases)
+    if per_layer and "per_layer" not in backend_row(target.backend).takes:
+        raise OptionError(f"--per-layer times layers on {' and '.join(takers('per_layer'))}, not on {target.backend}")
+    if per_layer and cuda_graph:
+        raise OptionError("--per-layer times plain enqueues: drop --cuda-graph")
+    return BenchPlan(target, cases, timing or TimingConfig(), tuple(percentiles), peak_tflops, per_layer)
+
+
+def run_plan(
+    plan: BenchPlan,
+    *,
+    progress: Progress | None = None,
+    on_result: Callable[[CaseResult], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> BenchRun:
+    """Time every case of ``plan`` (``run_benchmark``), then the per-layer profile of the first case."""
+    report = run_benchmark(plan.target, plan.cases, plan.timing, percentiles=plan.percentiles,
+                           peak_tflops=plan.peak_tflops, progress=progress, on_result=on_result)
+    layers = None
+    if plan.per_layer:
+        if on_status is not None:
+            on_status(f"per-layer profile of {plan.cases[0].label} ...")
+        layers = profile_layers(plan.target, plan.cases[0])
+    return BenchRun(report, layers)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..artifacts import atomic_write_bytes, staged_path
 from ..errors import BackendUnavailable, DeployError
+from ..precision import run_precision
 from ..runners.base import Runner
 from .stats import (
     PerfWarning,
@@ -242,8 +243,8 @@ def summarize_target(
     peak_tflops: float | None = None,
 ) -> CaseResult:
     """``summarize_case`` for one case of ``target`` timed on its opened ``runner``: MACs from
-    the variant (the feature pyramid when the runner outputs ``f1``...), precision, hint."""
-    features = runner.output_names[:1] == ["f1"]
+    the variant (the feature pyramid for a features model), precision, hint."""
+    features = target.kind == "features"
     macs = macs_per_image(target.variant, case.height, case.width, features) if target.variant else None
     model = target.model_path.name if target.model_path else (f"convmlp_{target.variant}" if target.variant else None)
     result = summarize_case(
@@ -253,26 +254,16 @@ def summarize_target(
         backend=target.backend,
         variant=target.variant,
         device=target.device,
-        precision=effective_precision(target.precision, getattr(runner, "precision_used", None))
+        precision=run_precision(target.precision, getattr(runner, "precision_used", None))
         or getattr(runner, "precision", None),
         macs_per_image=macs,
         percentiles=percentiles,
         peak_tflops=peak_tflops,
         enqueue_hint=ENQUEUE_HINTS.get(target.backend, "try a larger --batch"),
     )
-    result.kind = "features" if features else "classifier"
+    result.kind = target.kind
     result.model = model
     return result
-
-
-def effective_precision(graph: str | None, runtime: str | None) -> str | None:
-    """What a run computes in: the graph's precision, or the run-time one a backend chose for it
-    (OpenVINO: an FP32 graph run in BF16 is ``bf16``; a Q/DQ graph's other layers: ``int8+bf16``)."""
-    if runtime is None or graph == runtime:
-        return graph
-    if graph in (None, "fp32"):
-        return runtime
-    return f"{graph}+{runtime}"
 
 
 # --------------------------------------------------------------------------- machine and versions
@@ -327,6 +318,7 @@ def versions() -> dict[str, str | None]:
         "torch": _dist_version("torch"),
         "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu"),
         "tensorrt": _dist_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs"),
+        "openvino": _dist_version("openvino"),
         "numpy": _dist_version("numpy"),
     }
 

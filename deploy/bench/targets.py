@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import BACKENDS as _BACKEND_TABLE
-from ..errors import BackendUnavailable, DeployError
+from ..errors import DeployError, OptionError
 from ..runners.base import Runner
 from .timing import Case
 
@@ -36,8 +36,8 @@ __all__ = [
 BACKENDS: tuple[str, ...] = tuple(_BACKEND_TABLE)
 
 
-class BenchUsageError(ValueError):
-    """A benchmark request that contradicts itself or its model file (CLI exit 2)."""
+#: a benchmark request that contradicts itself or its model file (CLI exit 2): the common usage error
+BenchUsageError = OptionError
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class BenchTarget:
     cuda_graph: bool = False
     streams: int = 1
     threads: int | None = None
+    kind: str = "classifier"  # the model file's, read by check_cases; a PyTorch variant is a classifier
 
     @property
     def model_path(self) -> Path | None:
@@ -94,8 +95,8 @@ def resolve_target(
     """Infer the backend (--onnx: onnxruntime, --engine: tensorrt, --variant alone: torch; see
     ``deploy.backends``) and check that the options agree; raises ``BenchUsageError``.
     Reads no file and imports no runtime."""
+    from ..backends import RunnerOptions, backend_names, default_backend, takers
     from ..backends import backend as lookup
-    from ..backends import backend_names, default_backend
 
     if onnx is not None and engine is not None:
         raise BenchUsageError("give either --onnx or --engine, not both")
@@ -104,15 +105,9 @@ def resolve_target(
         if given is None and variant is None:
             raise BenchUsageError("nothing to benchmark: give --variant (PyTorch), --onnx PATH or --engine PATH")
         backend = default_backend(given or "variant", onnx)
-    try:
-        b = lookup(backend)
-    except ValueError as exc:
-        raise BenchUsageError(str(exc)) from None
-    if given is not None and b.reads != given:
-        flag = f"--{given}"
-        raise BenchUsageError(
-            f"--backend {backend} contradicts {flag} (which is run with {', '.join(backend_names(given))})"
-        )
+    b = lookup(backend)
+    if given is not None:
+        b.check_reads(given, onnx)
     if b.reads == "variant" and variant is None:
         raise BenchUsageError(f"--backend {backend} needs --variant")
     if b.reads == "onnx" and onnx is None:
@@ -120,18 +115,16 @@ def resolve_target(
     if b.reads == "engine" and engine is None:
         raise BenchUsageError(f"--backend {backend} needs --engine PATH (build one with 'convmlp-deploy build')")
     if weights is not None and b.reads != "variant":
-        raise BenchUsageError("--weights applies to --backend torch; an ONNX file or engine carries its weights")
-    if compile and backend != "torch":
-        raise BenchUsageError("--compile applies to --backend torch only")
-    if cuda_graph and backend != "tensorrt":
-        raise BenchUsageError("--cuda-graph applies to --backend tensorrt only (for PyTorch try --compile)")
+        raise BenchUsageError(
+            f"--weights applies to --backend {' or '.join(backend_names('variant'))}; an ONNX file or engine "
+            "carries its weights"
+        )
+    for flag, option, asked in (("--compile", "compile", compile), ("--cuda-graph", "cuda_graph", cuda_graph),
+                                ("--streams > 1", "streams", streams > 1)):
+        if asked and option not in b.takes:
+            raise BenchUsageError(f"{flag} applies to --backend {' and '.join(takers(option))} only, not {backend}")
     if streams < 1:
         raise BenchUsageError(f"--streams must be >= 1, got {streams}")
-    if streams > 1 and backend not in ("tensorrt", "openvino"):
-        raise BenchUsageError(
-            "--streams > 1 applies to --backend tensorrt (one execution context per stream) and openvino "
-            "(NUM_STREAMS, one query in flight per stream)"
-        )
 
     device = device or b.devices[0]
     if device not in ("cpu", "cuda"):
@@ -139,13 +132,13 @@ def resolve_target(
     if device not in b.devices:
         raise BenchUsageError(f"--backend {backend} runs on --device {' or '.join(b.devices)} only")
 
-    if backend == "torch":
+    runtime_precision = None
+    if b.reads == "variant":  # PyTorch: the precision it computes in is the one asked for
         precision = precision or "fp32"
-        if precision not in ("fp32", "fp16"):
-            raise BenchUsageError(f"--backend torch offers --precision fp32 or fp16, not {precision!r}")
-        if precision == "fp16" and device == "cpu":
-            raise BenchUsageError("--precision fp16 with PyTorch needs --device cuda (CPU kernels are FP32)")
-        runtime_precision = None
+        if precision not in b.precisions:
+            raise BenchUsageError(f"--backend {backend} offers --precision {' or '.join(b.precisions)}, not {precision!r}")
+        if b.check is not None:
+            b.check(RunnerOptions(device=device, precision=precision))
     elif b.precisions:
         runtime_precision = precision or "auto"
         if runtime_precision not in b.precisions:
@@ -154,12 +147,11 @@ def resolve_target(
             )
         precision = None  # the graph's own precision, read by check_cases
     elif precision is not None:
+        choosers = [n for n, x in _BACKEND_TABLE.items() if x.precisions]
         raise BenchUsageError(
-            f"--precision applies to --backend torch and openvino; the {'ONNX file' if onnx else 'engine'} "
+            f"--precision applies to --backend {' and '.join(choosers)}; the {'ONNX file' if onnx else 'engine'} "
             f"runs on {backend} with its precision built in"
         )
-    else:
-        runtime_precision = None
     if threads is not None and threads < 1:
         raise BenchUsageError(f"--threads must be >= 1, got {threads}")
     return BenchTarget(
@@ -190,32 +182,28 @@ def check_cases(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
     """
     if not cases:
         raise BenchUsageError("no case to benchmark")
-    if target.onnx is not None:
-        from ..trt.onnx_info import inspect_onnx
+    if target.model_path is None:
+        return target
+    from ..modelfile import describe
+    from ..modelfile.profiles import format_shape
 
-        info = inspect_onnx(target.onnx)
-        variant = _agreeing_variant(target.variant, info.variant, "ONNX metadata")
-        return replace(target, variant=variant, precision=info.precision)
-    if target.engine is not None:
-        from ..trt.manifest import max_batch, read_manifest
-        from ..trt.profiles import format_shape
-
-        manifest = read_manifest(target.engine)
-        limit = max_batch(manifest)
+    facts = describe(target.model_path, "onnx" if target.onnx is not None else "engine")
+    if facts.profiles:
+        limit = facts.max_batch or 0
         for case in cases:
             if case.batch > limit:
                 raise BenchUsageError(
                     f"batch {case.batch} is beyond the engine's largest batch {limit} "
-                    f"(profiles min:opt:max {_describe_profiles(manifest.profiles)})"
+                    f"(profiles min:opt:max {_describe_profiles(facts.profiles)})"
                 )
-            if not any(p.covers(case.shape) for p in manifest.profiles):
+            if not any(p.covers(case.shape) for p in facts.profiles):
                 raise BenchUsageError(
-                    f"input {format_shape(case.shape)} is outside every profile of {target.engine.name} "
-                    f"(min:opt:max {_describe_profiles(manifest.profiles)})"
+                    f"input {format_shape(case.shape)} is outside every profile of {facts.name} "
+                    f"(min:opt:max {_describe_profiles(facts.profiles)})"
                 )
-        variant = _agreeing_variant(target.variant, manifest.variant, "engine manifest")
-        return replace(target, variant=variant, precision=manifest.precision)
-    return target
+    source = "ONNX metadata" if facts.format != "engine" else "engine manifest"
+    variant = _agreeing_variant(target.variant, facts.variant, source)
+    return replace(target, variant=variant, precision=facts.precision, kind=facts.kind)
 
 
 def _agreeing_variant(given: str | None, recorded: str | None, source: str) -> str | None:
@@ -231,37 +219,10 @@ def _agreeing_variant(given: str | None, recorded: str | None, source: str) -> s
 
 def check_environment(target: BenchTarget) -> None:
     """Raise ``BackendUnavailable`` (exit 1) when this machine lacks what ``target`` needs, and
-    ``BenchUsageError`` (exit 2) for a run-time precision this CPU cannot run."""
+    ``OptionError`` (exit 2) for a run-time precision this CPU cannot run (``Backend.check_here``)."""
     from ..backends import backend
 
-    backend(target.backend).require()
-    if target.backend == "tensorrt":
-        from ..trt.version import import_tensorrt
-
-        import_tensorrt()
-    if target.backend == "onnxruntime":
-        from ..runners.onnxrt import available_providers
-
-        have = available_providers()
-        if not have:
-            raise BackendUnavailable("onnxruntime is not installed: pip install 'convmlp-deploy[cpu]' (or [gpu])")
-        if target.device == "cuda" and "CUDAExecutionProvider" not in have:
-            raise BackendUnavailable(
-                f"--device cuda: this onnxruntime has no CUDAExecutionProvider (available: {', '.join(have)}); "
-                "install onnxruntime-gpu"
-            )
-    if target.backend == "openvino":
-        from ..runners.openvino import OpenVINORunner
-
-        try:
-            OpenVINORunner(target.onnx or "", precision=target.runtime_precision or "auto").check_precision()
-        except ValueError as exc:
-            raise BenchUsageError(str(exc)) from None
-    if target.device == "cuda" or target.backend == "tensorrt":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("--device cuda: no CUDA device is visible to PyTorch here")
+    backend(target.backend).check_here(_options(target))
 
 
 def plot_available() -> bool:
@@ -288,37 +249,35 @@ def macs_per_image(variant: str, height: int, width: int, features: bool = False
         return count_macs(model, height, width)
 
 
-def _make_runner(target: BenchTarget) -> Runner:
-    from ..backends import RunnerOptions, backend
+def _options(target: BenchTarget) -> Any:
+    from ..backends import RunnerOptions
 
-    options = RunnerOptions(
+    return RunnerOptions(
         device=target.device, threads=target.threads, compile=target.compile, cuda_graph=target.cuda_graph,
-        precision=target.precision if target.backend == "torch" else target.runtime_precision,
-        streams=target.streams if target.backend == "openvino" else None,
+        precision=target.runtime_precision or (target.precision if target.onnx is None and target.engine is None
+                                               else None),
+        streams=target.streams,
     )
+
+
+def _make_runner(target: BenchTarget) -> Runner:
+    from ..backends import backend
+
     b = backend(target.backend)
     if b.reads == "variant":
-        from ..validate import reference_model
+        from ..loader import reference_model
 
         if target.variant is None:
             raise BenchUsageError(f"--backend {target.backend} needs --variant")
-        return b.open(reference_model(target.variant, target.weights), options)
-    return b.open(target.model_path, options)
+        return b.open(reference_model(target.variant, target.weights), _options(target))
+    return b.open(target.model_path, _options(target))
 
 
 @contextmanager
 def open_runners(target: BenchTarget) -> Iterator[list[Runner]]:
-    """Active runner(s) for ``target``: ``streams`` of them for TensorRT, else one.
-
-    For PyTorch on CPU, ``threads`` sets ``torch.set_num_threads`` for the duration.
-    """
-    import torch
-
-    old_threads = torch.get_num_threads()
+    """Active runner(s) for ``target``: one that takes ``streams`` queries at once where the runner is
+    concurrent (OpenVINO), else ``streams`` runners (TensorRT: one execution context each)."""
     with ExitStack() as stack:
-        if target.backend == "torch" and target.threads:
-            torch.set_num_threads(target.threads)
-            stack.callback(torch.set_num_threads, old_threads)
         runners = []
         first = _make_runner(target)
         if first.concurrent:

@@ -2,7 +2,7 @@
 
 OpenVINO reads the ONNX graphs ``export`` writes directly, and the IRs
 (``.xml`` + ``.bin``) that ``export --openvino`` writes. Precision is a
-compile-time hint (``INFERENCE_PRECISION_HINT``): ``f32``, ``bf16``, ``fp16`` or
+compile-time hint (``INFERENCE_PRECISION_HINT``): ``fp32``, ``bf16``, ``fp16`` or
 ``auto`` (OpenVINO's own default: BF16 where the CPU has native BF16 — AMX or
 AVX512_BF16 — else FP32). The precision OpenVINO actually compiled with is read
 back from the compiled model and reported (``precision_used``); an explicit
@@ -34,14 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, DeployError
-from ..ir import is_ir, read_ir
+from ..errors import BackendUnavailable, DeployError, OptionError
+from ..modelfile.ir import is_ir, read_ir
+from ..precision import canonical
 from .base import Runner
 
 __all__ = ["OpenVINORunner", "PRECISIONS", "cpu_capabilities", "default_cache_dir", "import_openvino"]
 
-#: ``--precision`` names -> OpenVINO's ``INFERENCE_PRECISION_HINT`` (None: OpenVINO's default)
-PRECISIONS: dict[str, str | None] = {"auto": None, "f32": "f32", "fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+#: ``--precision`` names (``deploy.precision``) -> OpenVINO's ``INFERENCE_PRECISION_HINT`` (None: its default)
+PRECISIONS: dict[str, str | None] = {"auto": None, "fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 #: OpenVINO element type names -> our names
 _REPORTED = {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "f16": "fp16", "float16": "fp16"}
 #: the capability OPTIMIZATION_CAPABILITIES must list for an explicit precision
@@ -83,7 +84,7 @@ def first_line(exc: BaseException) -> str:
 class OpenVINORunner(Runner):
     """Runs an ONNX file (or an OpenVINO IR ``.xml``) with OpenVINO on the CPU.
 
-    ``precision``: ``auto`` (OpenVINO's default), ``f32``/``fp32``, ``bf16`` or ``fp16``.
+    ``precision``: ``auto`` (OpenVINO's default), ``fp32`` (``f32``), ``bf16`` or ``fp16``.
     ``threads``/``streams``: ``INFERENCE_NUM_THREADS``/``NUM_STREAMS`` (None: OpenVINO decides).
     ``cache_dir``: OpenVINO's compiled-model cache (None: ``default_cache_dir()``; ``""``: off).
     """
@@ -102,8 +103,9 @@ class OpenVINORunner(Runner):
         max_compiled: int = 8,
     ) -> None:
         super().__init__()
+        precision = canonical(precision) or "auto"
         if precision not in PRECISIONS:
-            raise ValueError(f"unknown OpenVINO precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+            raise OptionError(f"OpenVINO runs --precision {', '.join(PRECISIONS)}, not {precision}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if streams is not None and streams < 1:
@@ -137,14 +139,14 @@ class OpenVINORunner(Runner):
         return list(self._output_names)
 
     def check_precision(self) -> None:
-        """``BackendUnavailable`` without OpenVINO; ``ValueError`` for a precision this CPU lacks."""
+        """``BackendUnavailable`` without OpenVINO; ``OptionError`` for a precision this CPU lacks."""
         hint = PRECISIONS[self.precision]
         import_openvino()
         caps = cpu_capabilities()
         if hint in _NEEDS and _NEEDS[hint] not in caps:
-            raise ValueError(
+            raise OptionError(
                 f"--precision {self.precision}: this CPU has no native {_NEEDS[hint]} for OpenVINO "
-                f"(it offers {', '.join(caps) or 'nothing'}); use f32 or auto"
+                f"(it offers {', '.join(caps) or 'nothing'}); use fp32 or auto"
             )
 
     # -- lifecycle ---------------------------------------------------------------

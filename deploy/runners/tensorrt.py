@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailable, DeployError
-from ..trt.manifest import EngineManifest, check_compatible, read_manifest
-from ..trt.profiles import Shape, ShapeProfile, format_shape, select_profile
-from ..trt.version import cuda_device, import_tensorrt
+from ..modelfile.engine import EngineManifest, read_manifest
+from ..modelfile.profiles import Shape, ShapeProfile, format_shape, select_profile
+from ..trt.version import Messages, check_compatible, cuda_device, import_tensorrt, make_logger
 from .base import Runner, check_image_batch
 
 if TYPE_CHECKING:
@@ -202,9 +202,7 @@ class TensorRTRunner(Runner):
             except DeployError:
                 self.manifest = None
 
-        from ..trt.builder import _Messages, make_logger
-
-        messages = _Messages()
+        messages = Messages()
         runtime = trt.Runtime(make_logger(messages))
         host_code = self._host_code_allowed()
         if host_code:
@@ -254,7 +252,7 @@ class TensorRTRunner(Runner):
 
     def attach_profiler(self, profiler: trt.IProfiler | None) -> None:
         """Report every layer's time of each plain enqueue to ``profiler`` (None: stop). See
-        ``deploy.trt.layer_profile``; CUDA-graph replays report nothing."""
+        ``deploy.bench.layer_times``; CUDA-graph replays report nothing."""
         with self._lock:
             _, context = self._require()
             if profiler is None:

@@ -25,6 +25,7 @@ class TorchRunner(Runner):
         precision: str = "fp32",
         compile: bool = False,
         output_names: list[str] | None = None,
+        threads: int | None = None,
     ) -> None:
         super().__init__()
         if device == "cuda" and not torch.cuda.is_available():
@@ -37,6 +38,8 @@ class TorchRunner(Runner):
         self.device = device
         self.precision = precision
         self.compile = compile
+        self.threads = threads
+        self._threads_before: int | None = None
         features = bool(getattr(model, "features_only", False))
         self._output_names = output_names or (["f1", "f2", "f3", "f4"] if features else ["logits"])
         self.name = f"torch[{device},{precision}{',compile' if compile else ''}]"
@@ -49,6 +52,9 @@ class TorchRunner(Runner):
         return list(self._output_names)
 
     def activate(self) -> None:
+        if self.threads:  # torch's thread count is process-wide: set for this runner's life, then restored
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
         self.model.eval().to(device=self.device, dtype=self._dtype)
         self._fn = torch.compile(self.model) if self.compile else self.model
         if self.device == "cuda":
@@ -57,6 +63,9 @@ class TorchRunner(Runner):
     def deactivate(self) -> None:
         self._fn = None
         self._out = ()
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def load_input(self, x: Any) -> torch.Tensor:
         t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))

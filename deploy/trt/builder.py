@@ -18,19 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convmlp.spec import INPUT_NAME
+from convmlp.weights import file_sha256
 
 from ..artifacts import atomic_write_bytes, stage_bytes
-from ..errors import DeployError
-from ..ir import is_ir
-from .manifest import (
-    HARDWARE_COMPAT_LEVELS,
-    EngineManifest,
-    manifest_bytes,
-    manifest_path,
-)
-from .onnx_info import OnnxInfo, inspect_onnx
-from .profiles import ShapeProfile, check_input_names, format_shape
-from .version import cuda_device, import_tensorrt, trt_major
+from ..errors import DeployError, OptionError
+from ..modelfile import ModelFacts, describe, is_ir
+from ..modelfile.engine import HARDWARE_COMPAT_LEVELS, EngineManifest, manifest_bytes, manifest_path
+from ..modelfile.metadata import PREPROCESSING_KEYS
+from ..modelfile.profiles import ShapeProfile, check_input_names, format_shape
+from .version import Messages, cuda_device, import_tensorrt, make_logger, trt_major
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -98,7 +94,7 @@ def plan_build(options: BuildOptions, *, graph_precision: str, tensorrt_major: i
     TensorRT 11+: every network is strongly typed; no creation flag, no precision flags.
     """
     if graph_precision not in ("fp16", "fp32", "int8"):
-        raise ValueError(f"graph precision must be fp32, fp16 or int8, got {graph_precision!r}")
+        raise OptionError(f"TensorRT builds fp32, fp16 and int8 graphs, not {graph_precision}")
     set_flags: list[str] = []
     clear_flags: list[str] = []
     precision = graph_precision
@@ -164,46 +160,20 @@ class BuildResult:
         }
 
 
-def check_build_inputs(info: OnnxInfo, profiles: Sequence[ShapeProfile]) -> None:
+def check_build_inputs(facts: ModelFacts, profiles: Sequence[ShapeProfile]) -> None:
     """Refuse profiles/graphs that cannot make a ConvMLP engine, before TensorRT is touched.
 
-    Profiles are for the one image input the I/O spec names (``convmlp.spec.INPUT_NAME``).
+    Profiles are for the one image input the I/O spec names (``convmlp.spec.INPUT_NAME``); the CPU
+    INT8 layout (unsigned asymmetric activations) is refused, as TensorRT takes symmetric INT8 only.
     """
     if not profiles:
         raise DeployError("no optimization profile given")
-    if len(info.input_names) != 1:
-        raise DeployError(f"{info.path}: expected one image input, found {info.input_names}")
-    check_input_names([INPUT_NAME], info.input_names)
-    if not info.output_names:
-        raise DeployError(f"{info.path}: the graph has no outputs")
-
-
-class _Messages:
-    """Collects TensorRT's warnings and errors so that failures can quote them."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, severity: str, msg: str) -> None:
-        self.lines.append(f"[{severity}] {msg}")
-
-    def errors(self) -> list[str]:
-        return [m for m in self.lines if m.startswith(("[ERROR]", "[INTERNAL_ERROR]"))] or self.lines
-
-
-def make_logger(messages: _Messages) -> trt.ILogger:
-    """A TensorRT logger that keeps warnings and errors in ``messages`` (TensorRT's own prints too much)."""
-    import tensorrt as trt
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            if severity <= trt.ILogger.Severity.WARNING:
-                messages.add(severity.name, msg)
-
-    return _Logger()
+    check_input_names([INPUT_NAME], [facts.input_name])
+    if facts.int8_layout == "cpu":
+        raise DeployError(
+            f"{facts.path} is the CPU INT8 layout (unsigned asymmetric activations), which TensorRT cannot build: "
+            "export it with --int8-layout tensorrt"
+        )
 
 
 def _network_flag(name: str) -> int:
@@ -248,7 +218,7 @@ def add_profiles(
     config: trt.IBuilderConfig,
     input_name: str,
     profiles: Sequence[ShapeProfile],
-    messages: _Messages,
+    messages: Messages,
 ) -> None:
     """Add one optimization profile per ``ShapeProfile`` for ``input_name``; DeployError naming the shapes
     if TensorRT refuses one (``set_shape`` raises RuntimeError, ``add_optimization_profile`` returns -1)."""
@@ -290,14 +260,11 @@ def build_engine(
     options = options or BuildOptions()
     profiles = list(profiles)
     if is_ir(onnx_path):
-        raise DeployError(f"{onnx_path} is an OpenVINO IR; TensorRT builds from the ONNX graph it came from")
-    info = inspect_onnx(onnx_path)
+        raise OptionError(f"build takes an ONNX graph; {Path(onnx_path).name} is an OpenVINO IR, which runs on OpenVINO "
+                          "only (build from the ONNX graph it came from)")
+    info = describe(onnx_path, "onnx")
+    assert info.path is not None
     check_build_inputs(info, profiles)
-    if info.metadata.get("int8_layout") == "cpu":
-        raise DeployError(
-            f"{info.path} is the CPU INT8 layout (unsigned asymmetric activations), which TensorRT cannot build: "
-            "export it with --int8-layout tensorrt"
-        )
     out = Path(output) if output is not None else default_engine_path(info.path)
     if out.resolve() == info.path.resolve():
         raise DeployError(f"output {out} would overwrite the ONNX file")
@@ -309,7 +276,7 @@ def build_engine(
     version = str(trt.__version__)
     plan = plan_build(options, graph_precision=info.precision, tensorrt_major=trt_major(version))
 
-    messages = _Messages()
+    messages = Messages()
     logger = make_logger(messages)
     builder = trt.Builder(logger)
     flags = 0
@@ -364,13 +331,14 @@ def build_engine(
         input_name=input_name,
         output_names=output_names,
         profiles=profiles,
-        onnx_sha256=info.sha256,
+        onnx_sha256=file_sha256(info.path),
         onnx_path=str(info.path),
         build_options=options.to_dict(),
         hardware_compatibility=options.hardware_compat,
         version_compatible=options.version_compatible,
         tool_version=__version__,
-        checkpoint_sha256=info.metadata.get("checkpoint_sha256", ""),
+        checkpoint_sha256=info.checkpoint_sha256,
+        metadata={k: v for k, v in info.metadata.items() if k in (*PREPROCESSING_KEYS, "weights")},
     )
     side = manifest_path(out)
     # Both files go to temp names first; the pair replaces the old one only when both are written.

@@ -36,11 +36,12 @@ def test_other_variant_names_first_shape_mismatch(make_checkpoint):
         create_model("l", weights=path)
 
 
-def test_wrong_head_size_names_head_weight(make_checkpoint):
+def test_head_size_comes_from_the_checkpoint(make_checkpoint):
     path = make_checkpoint("s", num_classes=10)
-    with pytest.raises(CheckpointError, match=r"head\.weight: checkpoint \[10, 512\] vs model \[1000, 512\]"):
-        create_model("s", weights=path)
+    assert create_model("s", weights=path).head.out_features == 10  # a fine-tuned head needs no flag
     assert create_model("s", weights=path, num_classes=10).head.out_features == 10
+    with pytest.raises(CheckpointError, match="its head has 10 classes, not the 1000 asked for"):
+        create_model("s", weights=path, num_classes=1000)
 
 
 def test_other_model_missing_and_unexpected_keys(tmp_path):

@@ -27,8 +27,11 @@ def test_option_checks():
         backend("tensorrt").check_options(RunnerOptions(device="cpu"))
     with pytest.raises(ValueError, match="onnxruntime runs the precision its onnx file was built with"):
         backend("onnxruntime").check_options(RunnerOptions(precision="bf16"))
-    with pytest.raises(ValueError, match="offers --precision auto, f32, fp32, bf16, fp16, not int4"):
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
         backend("openvino").check_options(RunnerOptions(precision="int4"))
+    with pytest.raises(ValueError, match="offers --precision auto, fp32, bf16, fp16, not int8"):
+        backend("openvino").check_options(RunnerOptions(precision="int8"))
+    assert RunnerOptions(precision="f32").precision == "fp32"  # one name for a precision, whatever was typed
     backend("openvino").check_options(RunnerOptions(precision="bf16"))
 
 
@@ -43,7 +46,7 @@ def test_missing_runtime_names_the_install(monkeypatch):
 
 def test_open_gives_runners_that_agree(s_onnx, tmp_path):
     pytest.importorskip("openvino")
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
 
     path = s_onnx(tmp_path / "s.onnx")
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 80)).astype(np.float32)

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from deploy.bench.layers import aggregate, profile_onnxruntime
+from deploy.bench import layer_times as layer_profile
+from deploy.bench.layer_times import aggregate, profile_onnxruntime
 from deploy.errors import DeployError
-from deploy.trt import layer_profile
 from tests.deploy.test_trt_runner import GPU_REASON, gpu
 
 
@@ -94,9 +94,9 @@ def test_tensorrt_profiler_with_a_fake(monkeypatch):
 @gpu
 def test_tensorrt_per_layer_on_a_real_engine(s_onnx, tmp_path: Path) -> None:
     assert GPU_REASON is None
+    from deploy.modelfile.profiles import ShapeProfile
     from deploy.runners.tensorrt import TensorRTRunner
     from deploy.trt.builder import build_engine
-    from deploy.trt.profiles import ShapeProfile
 
     engine = build_engine(s_onnx(tmp_path / "convmlp_s.onnx"),
                           [ShapeProfile((1, 3, 64, 64), (1, 3, 128, 128), (2, 3, 160, 160))]).engine_path

@@ -386,7 +386,7 @@ def test_backend_is_inferred(kwargs: dict[str, Any], backend: str, device: str) 
 
 
 def test_openvino_precision_and_what_a_run_reports() -> None:
-    from deploy.bench.report import effective_precision
+    from deploy.precision import run_precision as effective_precision
 
     assert resolve_target(onnx="m.onnx", backend="openvino", precision="bf16").runtime_precision == "bf16"
     assert effective_precision("fp32", "bf16") == "bf16"

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import cli
 from convmlp.preprocess import load_image, preprocess
 from deploy.evaluate import DatasetError, load_dataset
-from deploy.validate import reference_model
+from deploy.loader import reference_model
 from tests.photos import HELD_OUT_PHOTOS, make_photo_set
 
 
@@ -134,7 +134,7 @@ def test_option_mistakes(photos, tmp_path):
     root = photos[0].parent
     assert _run("--data", root).exit_code == 2
     res = _run("--data", root, "-v", "s", "--json-out", tmp_path)
-    assert res.exit_code == 2 and "--json-out" in res.output and "is a directory" in res.output
+    assert res.exit_code == 2 and "--json-out" in res.output and "is a folder" in res.output
     res = _run("--data", root, "-v", "s", "--onnx-backend", "openvino")
     assert res.exit_code == 2 and "--onnx-backend goes with --onnx" in res.output
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import cli
-from deploy.layers import compare_layers
+from deploy.layer_errors import compare_layers
 from deploy.validate import sample_images
 
 DAMAGED = "stages.1.blocks.0.channel_mlp1.fc1/MatMul"

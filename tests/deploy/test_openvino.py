@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deploy.errors import BackendUnavailable, DeployError
-from deploy.validate import reference_model
+from deploy.loader import reference_model
 
 ov_runner = pytest.importorskip("deploy.runners.openvino")
 pytest.importorskip("openvino")
@@ -161,7 +161,10 @@ def test_missing_openvino_names_the_extra(graph, monkeypatch):
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="unknown OpenVINO precision"):
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
         OpenVINORunner("x.onnx", precision="int4")
+    with pytest.raises(ValueError, match="OpenVINO runs --precision auto, fp32, bf16, fp16, not int8"):
+        OpenVINORunner("x.onnx", precision="int8")
+    assert OpenVINORunner("x.onnx", precision="f32").name == "openvino[CPU,fp32]"
     with pytest.raises(ValueError, match="threads must be >= 1"):
         OpenVINORunner("x.onnx", threads=0)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import main
-from deploy.errors import DeployError
+from deploy.errors import OptionError
 from deploy.predict import load_labels, top_k
 from export.onnx import set_metadata
 
@@ -194,7 +194,7 @@ def test_load_labels_counts(tmp_path: Path) -> None:
     p = tmp_path / "l.txt"
     p.write_text("\ufeffa\r\nb\n\nc\n\n\n", encoding="utf-8")
     assert load_labels(p, 4) == ["a", "b", "", "c"]  # inner blank lines count, trailing ones do not
-    with pytest.raises(DeployError, match="4 labels but the model has 3"):
+    with pytest.raises(OptionError, match="4 labels but the model has 3"):  # --labels that do not fit: exit 2
         load_labels(p, 3)
 
 

@@ -15,10 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cli
 from deploy.errors import BackendUnavailable, DeployError
+from deploy.modelfile import describe
+from deploy.modelfile.profiles import ShapeProfile
 from deploy.trt import builder as trt_builder
 from deploy.trt.builder import BuildOptions, build_engine, default_engine_path, plan_build
-from deploy.trt.onnx_info import inspect_onnx
-from deploy.trt.profiles import ShapeProfile
 from deploy.trt.version import INSTALL_HINT, import_tensorrt, parse_version, trt_major
 
 
@@ -123,22 +123,23 @@ def test_default_engine_path() -> None:
 # ----------------------------------------------------------------------------- ONNX inspection
 
 
-def test_inspect_onnx_reads_metadata_and_precision(tmp_path: Path) -> None:
-    meta = {"variant": "s", "num_classes": "1000", "kind": "classifier", "precision": "fp16"}
-    info = inspect_onnx(tiny_onnx(tmp_path / "a.onnx", fp16=True, meta=meta))
-    assert (info.variant, info.num_classes, info.kind, info.precision) == ("s", 1000, "classifier", "fp16")
-    assert info.input_names == ["input"] and info.output_names == ["logits"]
-    assert len(info.sha256) == 64
+def test_describe_reads_metadata_and_precision(tmp_path: Path) -> None:
+    meta = {"variant": "s", "num_classes": "4", "kind": "classifier", "precision": "fp16"}
+    info = describe(tiny_onnx(tmp_path / "a.onnx", fp16=True, meta=meta))
+    assert (info.variant, info.num_classes, info.kind, info.precision) == ("s", 4, "classifier", "fp16")
+    assert info.input_name == "input" and info.output_names == ["logits"]
+    assert {"variant", "num_classes", "kind", "precision"} <= info.recorded
 
 
-def test_inspect_onnx_falls_back_to_the_graph(tmp_path: Path) -> None:
-    fp32 = inspect_onnx(tiny_onnx(tmp_path / "b.onnx"))
+def test_describe_falls_back_to_the_graph(tmp_path: Path) -> None:
+    fp32 = describe(tiny_onnx(tmp_path / "b.onnx"))
     assert (fp32.precision, fp32.variant, fp32.num_classes, fp32.kind) == ("fp32", None, 4, "classifier")
-    assert inspect_onnx(tiny_onnx(tmp_path / "c.onnx", fp16=True)).precision == "fp16"
+    assert set(fp32.inferred) == {"kind", "precision", "num_classes", "preprocessing"}
+    assert describe(tiny_onnx(tmp_path / "c.onnx", fp16=True)).precision == "fp16"
     garbage = tmp_path / "bad.onnx"
     garbage.write_bytes(b"\x00not an onnx file" * 10)
     with pytest.raises(DeployError, match="not a readable ONNX"):
-        inspect_onnx(garbage)
+        describe(garbage)
 
 
 # ----------------------------------------------------------------------------- build without TensorRT
@@ -241,7 +242,7 @@ def test_add_profiles_sets_every_profile_on_the_input(fake_trt) -> None:
     from .trt_fakes import Builder, FakeBuilderConfig
 
     config = FakeBuilderConfig()
-    trt_builder.add_profiles(Builder(), config, "input", PROFILES, trt_builder._Messages())
+    trt_builder.add_profiles(Builder(), config, "input", PROFILES, trt_builder.Messages())
     assert [p.shapes["input"] for p in config.profiles] == [(p.min, p.opt, p.max) for p in PROFILES]
 
 
@@ -251,7 +252,7 @@ def test_set_shape_runtime_error_becomes_deploy_error_naming_the_shapes(fake_trt
 
     # IOptimizationProfile.set_shape raises RuntimeError (it never returns False) when TensorRT refuses a shape
     with pytest.raises(DeployError) as err:
-        trt_builder.add_profiles(Builder(refuse=selector), FakeBuilderConfig(), "input", PROFILES, trt_builder._Messages())
+        trt_builder.add_profiles(Builder(refuse=selector), FakeBuilderConfig(), "input", PROFILES, trt_builder.Messages())
     msg = str(err.value)
     assert "min 1x3x64x64, opt 2x3x96x96, max 4x3x128x128" in msg and "'input'" in msg
     assert f"Shape provided for {selector} is inconsistent" in msg
@@ -261,7 +262,7 @@ def test_set_shape_runtime_error_becomes_deploy_error_naming_the_shapes(fake_trt
 def test_add_optimization_profile_minus_one_becomes_deploy_error(fake_trt) -> None:
     from .trt_fakes import Builder, FakeBuilderConfig
 
-    messages = trt_builder._Messages()
+    messages = trt_builder.Messages()
     messages.add("ERROR", "profile 1 is invalid")
     with pytest.raises(DeployError, match="min 8x3x224x224, opt 8x3x224x224, max 8x3x224x224.*profile 1 is invalid"):
         trt_builder.add_profiles(Builder(), FakeBuilderConfig(accept=1), "input", PROFILES, messages)

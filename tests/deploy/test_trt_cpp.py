@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from convmlp.spec import io_spec
-from deploy.trt.manifest import EngineManifest, manifest_path, write_manifest
-from deploy.trt.profiles import ShapeProfile
+from deploy.modelfile.engine import EngineManifest, manifest_path, write_manifest
+from deploy.modelfile.profiles import ShapeProfile
 
 CPP = Path(__file__).resolve().parents[2] / "deploy" / "cpp"
 FAKE_HEADERS = Path(__file__).resolve().parent / "fake_trt_headers"

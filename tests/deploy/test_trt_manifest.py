@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import DeployError
-from deploy.trt.manifest import (
+from deploy.modelfile.engine import (
     EngineManifest,
-    check_compatible,
     manifest_path,
     max_batch,
     read_manifest,
     write_manifest,
 )
-from deploy.trt.profiles import ShapeProfile
+from deploy.modelfile.profiles import ShapeProfile
+from deploy.trt.version import check_compatible
 
 H100 = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt_version": "10.13.0.35"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deploy.errors import DeployError
-from deploy.trt.profiles import (
+from deploy.modelfile.profiles import (
     DEFAULT_PROFILE,
     ShapeProfile,
     check_input_names,

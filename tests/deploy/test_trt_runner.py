@@ -52,14 +52,14 @@ def onnx32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """convmlp_s exported to ONNX (FP32), synthetic weights."""
     export_onnx = pytest.importorskip("export.onnx").export_onnx
     from convmlp.spec import io_spec
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
 
     folder = tmp_path_factory.mktemp("trt")
     return export_onnx(reference_model("s"), io_spec("s"), folder / "convmlp_s.onnx")
 
 
 def _profiles() -> list:
-    from deploy.trt.profiles import ShapeProfile
+    from deploy.modelfile.profiles import ShapeProfile
 
     return [
         ShapeProfile((1, 3, 64, 64), (2, 3, 128, 128), (4, 3, 160, 160)),
@@ -100,8 +100,9 @@ def vc_engine(onnx32: Path) -> Path:
 @pytest.mark.gpu
 def test_fp32_engine_matches_pytorch_on_every_profile(engines: dict[str, Path]) -> None:
     from deploy.compare import tolerance_for
-    from deploy.trt.profiles import validation_shapes
-    from deploy.validate import reference_model, validate_runner
+    from deploy.loader import reference_model
+    from deploy.modelfile.profiles import validation_shapes
+    from deploy.validate import validate_runner
 
     with TensorRTRunner(engines["fp32"]) as runner:
         assert runner.output_names == ["logits"] and len(runner.profiles) == 2
@@ -118,7 +119,8 @@ def test_fp16_engine_matches_pytorch(engines: dict[str, Path]) -> None:
     if "fp16" not in engines:
         pytest.skip("export.fp16.to_fp16 is not available")
     from deploy.compare import tolerance_for
-    from deploy.validate import reference_model, validate_runner
+    from deploy.loader import reference_model
+    from deploy.validate import validate_runner
 
     with TensorRTRunner(engines["fp16"]) as runner:
         assert runner.manifest is not None and runner.manifest.precision == "fp16"
@@ -167,7 +169,7 @@ def test_foreign_manifest_is_refused(engines: dict[str, Path], tmp_path: Path) -
     import json
     import shutil
 
-    from deploy.trt.manifest import manifest_path
+    from deploy.modelfile.engine import manifest_path
 
     engine = tmp_path / "copy.engine"
     shutil.copy(engines["fp32"], engine)
@@ -187,7 +189,8 @@ def test_cuda_graph_with_alternating_shapes_matches_pytorch_every_time(engines: 
     # both profiles, back and forth, repeats (graph captured and replayed) and single runs (plain enqueues);
     # every output is compared with PyTorch FP32 on its own input
     from deploy.compare import tolerance_for
-    from deploy.validate import compare_runner, reference_cases, reference_model
+    from deploy.loader import reference_model
+    from deploy.validate import compare_runner, reference_cases
 
     a, b, c = (2, 3, 96, 96), (2, 3, 200, 224), (1, 3, 128, 160)
     sequence = [a, a, a, b, b, a, c, a, b, b, c, c, a, b, a, a]
@@ -205,7 +208,8 @@ def test_cuda_graph_with_alternating_shapes_matches_pytorch_every_time(engines: 
 @pytest.mark.gpu
 def test_version_compatible_engine_loads_from_its_sidecar(vc_engine: Path) -> None:
     from deploy.compare import tolerance_for
-    from deploy.validate import reference_model, validate_runner
+    from deploy.loader import reference_model
+    from deploy.validate import validate_runner
 
     with TensorRTRunner(vc_engine) as runner:
         assert runner.manifest is not None and runner.manifest.version_compatible
@@ -277,8 +281,8 @@ def test_cpp_sample_loads_the_version_compatible_engine(cpp_sample: Path, vc_eng
 
     import torch
 
-    from deploy.trt.manifest import manifest_path
-    from deploy.validate import reference_model
+    from deploy.loader import reference_model
+    from deploy.modelfile.engine import manifest_path
 
     x = np.random.default_rng(5).standard_normal((2, 3, 96, 96)).astype(np.float32)
     (tmp_path / "input.bin").write_bytes(x.tobytes())

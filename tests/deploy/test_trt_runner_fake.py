@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from deploy.errors import DeployError
+from deploy.modelfile.engine import EngineManifest, write_manifest
+from deploy.modelfile.profiles import ShapeProfile
 from deploy.runners import tensorrt as rt
 from deploy.runners.tensorrt import TensorRTRunner
-from deploy.trt.manifest import EngineManifest, write_manifest
-from deploy.trt.profiles import ShapeProfile
 
 from .trt_fakes import CLASSES, FakeTensorRT, StaleGraph, fake_logits, write_fake_plan
 

@@ -11,8 +11,9 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from convmlp import create_model
 from convmlp.spec import io_spec
-from deploy.validate import reference_model
+from deploy.loader import reference_model
 from export import pipeline
 from export.onnx import dynamic_dims, export_onnx_proto, get_metadata
 from export.pipeline import ExportConfig, run_export
@@ -122,7 +123,7 @@ def test_validate_command_on_written_graphs(exported):
 
 def test_validate_catches_a_wrong_graph(exported, tmp_path):
     """A graph from other weights must fail validation with exit 3 and name the case."""
-    wrong = reference_model("s", seed=1)
+    wrong = create_model("s", synthetic_seed=1).eval()
     proto = export_onnx_proto(wrong, io_spec("s")).proto
     meta = {p.key: p.value for p in onnx.load(str(exported / "convmlp_s.onnx")).metadata_props}
     proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in meta.items())
@@ -138,7 +139,7 @@ def test_validate_bad_files(tmp_path, exported):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00\x01garbage")
     res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(junk)])
-    assert res.exit_code == 1 and "not an ONNX model" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "not a readable ONNX model" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.onnx"), "-v", "l"])
     assert res.exit_code == 1 and "is ConvMLP-S, not ConvMLP-L" in res.output
 
@@ -220,14 +221,14 @@ def test_library_export_with_checkpoint_records_sha(make_checkpoint, tmp_path):
 
 def test_build_planning_reads_the_exported_graphs(exported):
     """What `build` reads before TensorRT is touched: names, precision, kind, strongly typed plan."""
+    from deploy.modelfile import describe as inspect_onnx
+    from deploy.modelfile.profiles import DEFAULT_PROFILE
     from deploy.trt.builder import BuildOptions, check_build_inputs, plan_build
-    from deploy.trt.onnx_info import inspect_onnx
-    from deploy.trt.profiles import DEFAULT_PROFILE
 
     for name, precision, kind in (("convmlp_s.onnx", "fp32", "classifier"), ("convmlp_s.fp16.onnx", "fp16", "classifier"),
                                   ("convmlp_s.features.onnx", "fp32", "features")):
         info = inspect_onnx(exported / name)
-        assert (info.precision, info.kind, info.variant, info.input_names) == (precision, kind, "s", ["input"])
+        assert (info.precision, info.kind, info.variant, info.input_name) == (precision, kind, "s", "input")
         check_build_inputs(info, [DEFAULT_PROFILE])
         for major in (10, 11):
             plan = plan_build(BuildOptions(), graph_precision=info.precision, tensorrt_major=major)

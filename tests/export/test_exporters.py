@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cli
 from convmlp.spec import io_spec
-from deploy.validate import reference_model
+from deploy.loader import reference_model
 from export import onnx as exp
 from export.errors import ExportError, ExportOptionError
 from export.pipeline import ExportConfig, run_export

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 import cli
 from convmlp.weights import file_sha256
 from deploy.errors import BackendUnavailable, DeployError
-from deploy.ir import read_ir
+from deploy.modelfile import describe
+from deploy.modelfile.ir import read_ir
 from export import openvino as ir_writer
 from export import pipeline
 from export.onnx import get_metadata
@@ -66,7 +67,7 @@ def test_ir_carries_the_graph_metadata_and_its_source(exported):
     assert {k: info.metadata[k] for k in onnx_meta} == onnx_meta
     assert info.metadata["source_onnx"] == "convmlp_s.onnx"
     assert info.metadata["source_onnx_sha256"] == file_sha256(exported / "convmlp_s.onnx")
-    assert info.precision == "fp32" and info.input_names == ["input"] and info.output_names == ["logits"]
+    assert describe(exported / "convmlp_s.openvino.xml").precision == "fp32" and info.input_names == ["input"] and info.output_names == ["logits"]
     assert info.inputs[0].dims == (-1, 3, -1, -1) and info.outputs[0].dims == (-1, 1000)
     features = read_ir(exported / "convmlp_s.features.openvino.xml")
     assert features.output_names == ["f1", "f2", "f3", "f4"] and features.metadata["kind"] == "features"

@@ -1,9 +1,9 @@
 """What an OpenVINO IR (``.xml`` + ``.bin``) written by ``export --openvino`` says about itself.
 
 The IR is read here with the standard library's XML parser, so that commands can
-plan (names, dims, precision, metadata) without OpenVINO installed, the way
-``deploy.trt.onnx_info`` reads an ONNX graph without onnxruntime. Only the
-OpenVINO runner executes it.
+plan (names, dims, metadata) without OpenVINO installed; ``deploy.modelfile.describe``
+turns it into the same ``ModelFacts`` record as an ONNX graph, and only the OpenVINO
+runner executes it.
 
 ``export`` writes the ONNX graph's ``metadata_props`` into the IR's ``rt_info``
 under ``convmlp_deploy`` (OpenVINO's own ONNX frontend also copies them under
@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DeployError
+from ..errors import DeployError
 
 __all__ = ["IR_SECTION", "IRTensor", "IRInfo", "is_ir", "ir_bin_path", "read_ir"]
 
@@ -48,13 +48,12 @@ class IRTensor:
 
 @dataclass
 class IRInfo:
-    """Inputs, outputs, precision and metadata of one IR."""
+    """Inputs, outputs, layer counts and metadata of one IR."""
 
     path: Path
     bin_path: Path
     inputs: list[IRTensor]
     outputs: list[IRTensor]
-    precision: str  # metadata's, else "int8" with FakeQuantize layers, else "fp32"
     layers: dict[str, int]  # layer type -> count (Parameter/Const/Result left out)
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -114,8 +113,7 @@ def read_ir(path: str | os.PathLike[str]) -> IRInfo:
             counts[kind] = counts.get(kind, 0) + 1
 
     meta = _rt_section(root, IR_SECTION) or _rt_section(root, "framework")
-    precision = meta.get("precision") or ("int8" if counts.get("FakeQuantize") else "fp32")
-    return IRInfo(xml, weights, inputs, outputs, precision, dict(sorted(counts.items())), meta)
+    return IRInfo(xml, weights, inputs, outputs, dict(sorted(counts.items())), meta)
 
 
 def _result_tensor(root: ET.Element, layer: ET.Element, by_id: dict[str | None, ET.Element]) -> IRTensor:

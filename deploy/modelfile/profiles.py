@@ -14,12 +14,13 @@ from typing import Any
 
 from convmlp.spec import INPUT_NAME
 
-from ..errors import DeployError
+from ..errors import DeployError, OptionError
 
 __all__ = [
     "Shape",
     "MIN_SIDE",
     "DEFAULT_PROFILE",
+    "profiles_from_options",
     "parse_shape",
     "format_shape",
     "ShapeProfile",
@@ -40,9 +41,9 @@ def parse_shape(text: str) -> Shape:
     try:
         dims = tuple(int(p) for p in raw.split("x"))
     except ValueError:
-        raise ValueError(f"{text!r} is not a shape: use NxCxHxW like 8x3x224x224") from None
+        raise OptionError(f"{text!r} is not a shape: use NxCxHxW like 8x3x224x224") from None
     if len(dims) != 4:
-        raise ValueError(f"{text!r} is not a shape: need 4 dims NxCxHxW like 8x3x224x224, got {len(dims)}")
+        raise OptionError(f"{text!r} is not a shape: need 4 dims NxCxHxW like 8x3x224x224, got {len(dims)}")
     return dims[0], dims[1], dims[2], dims[3]
 
 
@@ -53,11 +54,11 @@ def format_shape(shape: Sequence[int]) -> str:
 def _check_shape(label: str, shape: Shape) -> None:
     b, c, h, w = shape
     if b < 1:
-        raise ValueError(f"{label} shape {format_shape(shape)}: batch must be >= 1")
+        raise OptionError(f"{label} shape {format_shape(shape)}: batch must be >= 1")
     if c != CHANNELS:
-        raise ValueError(f"{label} shape {format_shape(shape)}: ConvMLP takes {CHANNELS} channels, got {c}")
+        raise OptionError(f"{label} shape {format_shape(shape)}: ConvMLP takes {CHANNELS} channels, got {c}")
     if h < MIN_SIDE or w < MIN_SIDE:
-        raise ValueError(f"{label} shape {format_shape(shape)}: height and width must be >= {MIN_SIDE}")
+        raise OptionError(f"{label} shape {format_shape(shape)}: height and width must be >= {MIN_SIDE}")
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,13 @@ class ShapeProfile:
         for label in ("min", "opt", "max"):
             value = tuple(int(d) for d in getattr(self, label))
             if len(value) != 4:
-                raise ValueError(f"{label} shape must have 4 dims NxCxHxW, got {list(value)}")
+                raise OptionError(f"{label} shape must have 4 dims NxCxHxW, got {list(value)}")
             object.__setattr__(self, label, value)
             _check_shape(label, value)  # type: ignore[arg-type]
         names = ("batch", "channels", "height", "width")
         for i, name in enumerate(names):
             if not self.min[i] <= self.opt[i] <= self.max[i]:
-                raise ValueError(
+                raise OptionError(
                     f"profile {self}: {name} must satisfy min <= opt <= max, "
                     f"got {self.min[i]}, {self.opt[i]}, {self.max[i]}"
                 )
@@ -91,7 +92,7 @@ class ShapeProfile:
         """``"1x3x128x128:8x3x224x224:32x3x512x512"`` (MIN:OPT:MAX)."""
         parts = str(text).strip().split(":")
         if len(parts) != 3:
-            raise ValueError(f"{text!r} is not a profile: use MIN:OPT:MAX like 1x3x128x128:8x3x224x224:32x3x512x512")
+            raise OptionError(f"{text!r} is not a profile: use MIN:OPT:MAX like 1x3x128x128:8x3x224x224:32x3x512x512")
         return cls(*(parse_shape(p) for p in parts))
 
     @classmethod
@@ -117,11 +118,26 @@ class ShapeProfile:
         try:
             return cls(*(tuple(int(d) for d in data[k]) for k in ("min", "opt", "max")))  # type: ignore[arg-type]
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a shape profile (need min/opt/max lists): {data!r}") from exc
+            raise OptionError(f"not a shape profile (need min/opt/max lists): {data!r}") from exc
 
 
 #: Batch 1..32, sides 128..512, tuned for batch 8 at 224x224.
 DEFAULT_PROFILE = ShapeProfile((1, 3, 128, 128), (8, 3, 224, 224), (32, 3, 512, 512))
+
+
+def profiles_from_options(
+    profiles: Sequence[ShapeProfile], shapes: tuple[Shape | None, Shape | None, Shape | None]
+) -> list[ShapeProfile]:
+    """``build``'s profiles: ``--profile`` (several), or ``--min-shape/--opt-shape/--max-shape`` (all three),
+    or ``DEFAULT_PROFILE``; ``OptionError`` for a mix or a partial triple."""
+    given = [s is not None for s in shapes]
+    if profiles and any(given):
+        raise OptionError("use either --profile or --min-shape/--opt-shape/--max-shape, not both")
+    if any(given):
+        if not all(given):
+            raise OptionError("--min-shape, --opt-shape and --max-shape go together: give all three")
+        return [ShapeProfile(*shapes)]  # type: ignore[arg-type]
+    return list(profiles) or [DEFAULT_PROFILE]
 
 
 def _describe(profiles: Sequence[ShapeProfile]) -> str:

@@ -4,9 +4,13 @@
 - onnxruntime: its own profiler (``SessionOptions.enable_profiling``): one ``*_kernel_time``
   event per node and run, after onnxruntime's graph optimisations, so the nodes are the
   ones that run (``BiasGelu``, NCHWc ``Conv`` with ``ReorderInput``/``ReorderOutput``).
-- TensorRT: an ``IProfiler`` on the execution context (``deploy.trt.layer_profile``);
-  TensorRT reports each engine layer's time after every plain enqueue (not for CUDA
-  graph replays, so ``--per-layer`` and ``--cuda-graph`` do not go together).
+- TensorRT: an ``IProfiler`` on the execution context (``profile_tensorrt``); TensorRT calls
+  ``report_layer_time(layer_name, ms)`` once per engine layer after every plain enqueue
+  (``IExecutionContext.enqueue_emits_profile`` is True by default; not for CUDA graph replays,
+  so ``--per-layer`` and ``--cuda-graph`` do not go together). Engine layers are TensorRT's
+  fused layers; their names carry the ONNX node names they came from
+  (``stages.0.blocks.0.channel_mlp1.fc1/MatMul + ...``), and the op column is read from the
+  first of them (``layer_op``).
 
 Both feed ``aggregate``: per layer and per op type, milliseconds per run and share.
 ``benchmarks/ort_op_profile.py`` publishes the onnxruntime one for S/M/L.
@@ -15,19 +19,25 @@ Both feed ``aggregate``: per layer and per op type, milliseconds per run and sha
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DeployError
 
-__all__ = ["LayerTime", "OpTime", "LayerProfile", "aggregate", "profile_onnxruntime", "PER_LAYER_BACKENDS"]
+if TYPE_CHECKING:
+    import tensorrt as trt
 
-PER_LAYER_BACKENDS = ("onnxruntime", "tensorrt")
+__all__ = [
+    "LayerTime", "OpTime", "LayerProfile", "aggregate", "profile_onnxruntime",
+    "LayerTimes", "layer_op", "make_profiler", "profile_tensorrt",
+]
+
 
 
 @dataclass
@@ -122,3 +132,60 @@ def profile_onnxruntime(
         and (cutoff is None or e["ts"] >= cutoff)
     ]
     return aggregate(events, counted, backend="onnxruntime", shape=list(shape))
+
+
+# --------------------------------------------------------------------------- TensorRT
+
+
+class LayerTimes:
+    """What an ``IProfiler`` heard: (layer, op, ms) per reported layer, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, float]] = []
+
+    def report(self, layer_name: str, ms: float) -> None:
+        self.events.append((layer_name, layer_op(layer_name), float(ms)))
+
+
+_OP = re.compile(r"/([A-Za-z]+)(?:_\d+)?(?:\b|$)")
+
+
+def layer_op(layer_name: str) -> str:
+    """``stages.0.blocks.0.channel_mlp1.fc1/MatMul + ...Add`` -> ``MatMul``; TensorRT's own names as they are."""
+    first = layer_name.split(" + ")[0].strip()
+    m = _OP.search(first)
+    if m:
+        return m.group(1)
+    return first.split(" ")[0][:40] or "layer"
+
+
+def make_profiler(times: LayerTimes) -> trt.IProfiler:
+    """A TensorRT profiler that records into ``times``."""
+    import tensorrt as trt
+
+    class _Profiler(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            times.report(layer_name, ms)
+
+    return _Profiler()
+
+
+def profile_tensorrt(runner: Any, shape: tuple[int, int, int, int], *, runs: int = 20) -> LayerProfile:
+    """Per-layer time of an active ``TensorRTRunner`` at ``shape``: one warm-up, then ``runs`` profiled runs."""
+    import numpy as np
+
+    if getattr(runner, "cuda_graph", False):
+        raise DeployError("per-layer times come from plain enqueues: drop --cuda-graph")
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    runner.infer(x)  # warm-up: shape setup outside the profile
+    times = LayerTimes()
+    runner.attach_profiler(make_profiler(times))
+    try:
+        for _ in range(runs):
+            runner.infer(x)
+    finally:
+        runner.attach_profiler(None)
+    return aggregate(times.events, runs, backend="tensorrt", shape=list(shape))

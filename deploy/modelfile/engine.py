@@ -24,7 +24,6 @@ from typing import Any
 from ..artifacts import atomic_write_bytes
 from ..errors import DeployError
 from .profiles import ShapeProfile
-from .version import parse_version
 
 __all__ = [
     "FORMAT_VERSION",
@@ -34,7 +33,6 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "max_batch",
-    "check_compatible",
     "utc_now",
 ]
 
@@ -42,9 +40,6 @@ FORMAT_VERSION = 1
 
 #: CLI spelling -> TensorRT ``HardwareCompatibilityLevel`` member
 HARDWARE_COMPAT_LEVELS = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
-
-#: (built major, running major) pairs TensorRT documents for version-compatible engines
-_CROSS_MAJOR_OK = {(8, 9), (8, 10), (10, 11)}
 
 
 def utc_now() -> str:
@@ -75,6 +70,9 @@ class EngineManifest:
     tool_version: str = ""
     #: sha256 of the checkpoint the ONNX graph was exported from ("" for synthetic weights)
     checkpoint_sha256: str = ""
+    #: the ONNX graph's metadata an engine user needs: preprocessing (mean, std, crop_pct, input_size,
+    #: interpolation) and ``weights`` (``deploy.modelfile.metadata``); {} for sidecars written before it
+    metadata: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +92,9 @@ class EngineManifest:
         kwargs["profiles"] = [ShapeProfile.from_dict(p) for p in data.get("profiles") or []]
         if not kwargs["profiles"]:
             raise ValueError("manifest lists no optimization profiles")
+        meta = kwargs.get("metadata", {})
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise ValueError("manifest metadata is not an object of strings")
         try:
             return cls(**kwargs)
         except TypeError as exc:  # a required field is missing
@@ -134,56 +135,3 @@ def write_manifest(manifest: EngineManifest, engine_path: str | os.PathLike[str]
 def max_batch(manifest: EngineManifest) -> int:
     """The largest batch any of the engine's profiles accepts."""
     return max(p.max[0] for p in manifest.profiles)
-
-
-def _cc(text: str) -> tuple[int, int]:
-    major, _, minor = str(text).partition(".")
-    try:
-        return int(major), int(minor or 0)
-    except ValueError:
-        raise DeployError(f"not a compute capability: {text!r}") from None
-
-
-def check_compatible(
-    manifest: EngineManifest, *, gpu_name: str, compute_capability: str, tensorrt_version: str
-) -> None:
-    """DeployError unless an engine described by ``manifest`` can run on this GPU and TensorRT."""
-    rebuild = "rebuild the engine here with 'convmlp-deploy build'"
-    built_cc, here_cc = _cc(manifest.compute_capability), _cc(compute_capability)
-    level = manifest.hardware_compatibility
-    if level == "ampere+":
-        if here_cc < (8, 0):
-            raise DeployError(
-                f"engine was built hardware-compatible for Ampere and newer (compute capability >= 8.0), "
-                f"but this GPU ({gpu_name}) has compute capability {compute_capability}; {rebuild}"
-            )
-    elif level == "same-cc":
-        if here_cc != built_cc:
-            raise DeployError(
-                f"engine was built for compute capability {manifest.compute_capability} "
-                f"(hardware-compatible within it), but this GPU ({gpu_name}) has {compute_capability}; {rebuild}"
-            )
-    elif level is not None:
-        raise DeployError(f"engine manifest has an unknown hardware_compatibility {level!r}")
-    elif (manifest.gpu_name, built_cc) != (gpu_name, here_cc):
-        raise DeployError(
-            f"engine was built for {manifest.gpu_name} (compute capability {manifest.compute_capability}) "
-            f"but this GPU is {gpu_name} ({compute_capability}); TensorRT engines are not portable across "
-            f"GPU models: {rebuild}, or build with --hardware-compat ampere+"
-        )
-
-    built_v, here_v = parse_version(manifest.tensorrt_version), parse_version(tensorrt_version)
-    if manifest.version_compatible:
-        same_major = built_v[0] == here_v[0]
-        if here_v < built_v or not (same_major or (built_v[0], here_v[0]) in _CROSS_MAJOR_OK):
-            raise DeployError(
-                f"engine was built version-compatible with TensorRT {manifest.tensorrt_version}; it runs on that "
-                f"version or a later one of the same major version (or 10 -> 11), not on TensorRT "
-                f"{tensorrt_version}; {rebuild}"
-            )
-    elif built_v[:3] != here_v[:3]:
-        raise DeployError(
-            f"engine was built with TensorRT {manifest.tensorrt_version} but TensorRT {tensorrt_version} is "
-            f"installed; plans only load in the TensorRT version that built them: {rebuild}, "
-            "or build with --version-compatible"
-        )

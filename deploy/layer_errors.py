@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeployError
+from .modelfile import ModelFacts
 
 __all__ = ["FLOORS", "RATIO", "LayerError", "LayerReport", "reference_graph", "compare_layers"]
 
@@ -69,16 +70,16 @@ class LayerReport:
         return d
 
 
-def reference_graph(checked: str | os.PathLike[str], meta: dict[str, str]) -> Path:
+def reference_graph(checked: ModelFacts) -> Path:
     """The FP32 graph ``checked`` was made from: ``convmlp_{variant}.onnx`` beside it (features:
-    ``convmlp_{variant}.features.onnx``). ``DeployError`` when it is not there."""
-    checked = Path(checked)
-    variant = meta.get("variant")
-    if not variant:
+    ``convmlp_{variant}.features.onnx``). ``DeployError`` (a missing file) when it is not there."""
+    assert checked.path is not None
+    if not checked.variant:
         raise DeployError(f"{checked.name} names no variant: give the FP32 graph with --reference-onnx")
-    name = f"convmlp_{variant}.features.onnx" if meta.get("kind") == "features" else f"convmlp_{variant}.onnx"
-    path = checked.parent / name
-    if not path.is_file() or path.resolve() == checked.resolve():
+    v = checked.variant
+    name = f"convmlp_{v}.features.onnx" if checked.kind == "features" else f"convmlp_{v}.onnx"
+    path = checked.path.parent / name
+    if not path.is_file() or path.resolve() == checked.path.resolve():
         raise DeployError(f"no FP32 graph {name} beside {checked.name}: give it with --reference-onnx")
     return path
 

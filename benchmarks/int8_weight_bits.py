@@ -1,0 +1,82 @@
+"""The INT8 CPU layout with 8-bit and 7-bit weights (onnxruntime's ``reduce_range``) against PyTorch FP32.
+
+Why ``export --int8 --int8-layout cpu`` quantizes weights to 7 bits on a CPU without an INT8
+dot-product unit: onnxruntime's u8s8 kernels there multiply uint8 activations by int8 weights
+through ``VPMADDUBSW``, whose int16 pair sums saturate; with AVX512_VNNI / AVX_VNNI / AMX they
+accumulate in int32 and do not. Both graphs are calibrated (MinMax) on the same crops of
+scikit-image photographs, then run on onnxruntime on this CPU against PyTorch FP32 (synthetic
+weights, as ``export`` without ``--weights``) on the validation grid and on held-out photographs.
+
+    python benchmarks/int8_weight_bits.py                 # S, ~1 min on 2 cores
+    python benchmarks/int8_weight_bits.py --variants s m
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deploy.bench.report import machine_info, machine_line, versions  # noqa: E402
+
+
+def measure(variant: str, calibration: int) -> list[dict[str, object]]:
+    import onnx
+
+    from convmlp import PRETRAINED_CFGS
+    from convmlp.spec import io_spec
+    from deploy.compare import INT8_TOLERANCE, compare_outputs
+    from deploy.loader import reference_model
+    from deploy.runners.onnxrt import OnnxRuntimeRunner
+    from deploy.validate import DEFAULT_GRID, photo_case, reference_cases
+    from export.int8 import calibration_inputs, quantize_int8, vnni
+    from export.onnx import export_onnx_proto
+    from export.simplify import simplify
+    from tests.photos import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, make_photo_set
+
+    model = reference_model(variant)
+    spec = io_spec(variant)
+    graph, _ = simplify(export_onnx_proto(model, spec).proto, spec, "onnxslim")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="int8-bits-") as tmp:
+        cal = make_photo_set(Path(tmp) / "cal", calibration, sources=CALIBRATION_PHOTOS, size=(256, 256))
+        held = make_photo_set(Path(tmp) / "held", 16, sources=HELD_OUT_PHOTOS, size=(256, 256))
+        cases = reference_cases(model, DEFAULT_GRID) + [photo_case(model, held, PRETRAINED_CFGS[variant])]
+        for bits in (8, 7):
+            copy = onnx.ModelProto()
+            copy.CopyFrom(graph)
+            inputs = calibration_inputs(cal, PRETRAINED_CFGS[variant])
+            qdq, _ = quantize_int8(copy, inputs, layout="cpu", reduce_range=bits == 7)
+            path = Path(tmp) / f"cpu{bits}.onnx"
+            onnx.save(qdq, str(path))
+            with OnnxRuntimeRunner(path, providers=["cpu"]) as runner:
+                results = [compare_outputs(c.shape, c.outputs, runner.infer(c.inputs), INT8_TOLERANCE, photos=c.photos)
+                           for c in cases]
+            rel = [m.rel_l2 for r in results for m in r.outputs]
+            cos = [m.cosine_min for r in results for m in r.outputs]
+            rows.append({"variant": variant, "weight_bits": bits, "rel_l2_min": min(rel), "rel_l2_max": max(rel),
+                         "cosine_min": min(cos), "passes_int8_gate": all(r.passed for r in results),
+                         "vnni_here": vnni()})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=["s"], choices=["s", "m", "l"])
+    ap.add_argument("--calibration", type=int, default=8, help="calibration photographs")
+    args = ap.parse_args()
+    print(machine_line(machine_info("cpu"), versions()))
+    print("| variant | weights | rel L2 (grid + photos) | min cosine | INT8 gate | CPU has VNNI |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for v in args.variants:
+        for r in measure(v, args.calibration):
+            print(f"| {r['variant'].upper()} | {r['weight_bits']}-bit | {r['rel_l2_min']:.3f}-{r['rel_l2_max']:.3f} | "
+                  f"{r['cosine_min']:.4f} | {'passes' if r['passes_int8_gate'] else 'fails'} | "
+                  f"{'yes' if r['vnni_here'] else 'no'} |")
+
+
+if __name__ == "__main__":
+    main()
