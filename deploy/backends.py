@@ -49,6 +49,9 @@ class RunnerOptions:
     compile: bool = False
     providers: list[str] | None = None
     allow_host_code: bool | None = None
+    #: compute what the graph says (every check of numerics); False: the runtime's own defaults, which may
+    #: rewrite numerics for speed (timing only: onnxruntime's ``WeightBiasQuantization``, see runners.onnxrt)
+    exact: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", canonical(self.precision))
@@ -201,7 +204,7 @@ def _check_openvino(o: RunnerOptions) -> None:
 def _onnxruntime(path: Any, o: RunnerOptions) -> Runner:
     from .runners.onnxrt import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(Path(path), providers=o.providers or [o.device], threads=o.threads)
+    return OnnxRuntimeRunner(Path(path), providers=o.providers or [o.device], threads=o.threads, exact=o.exact)
 
 
 def _tensorrt(path: Any, o: RunnerOptions) -> Runner:

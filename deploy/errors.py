@@ -12,7 +12,7 @@ also exits 1; the model package knows nothing of the deployment stack above it.
 
 from __future__ import annotations
 
-__all__ = ["OptionError", "DeployError", "BackendUnavailable", "UnsupportedModel"]
+__all__ = ["OptionError", "DeployError", "BackendUnavailable", "UnsupportedModel", "one_line"]
 
 
 class OptionError(ValueError):
@@ -29,3 +29,15 @@ class BackendUnavailable(DeployError):
 
 class UnsupportedModel(OptionError):
     """A model file that is not a ConvMLP classifier or backbone, or not the kind a command needs (exit 2)."""
+
+
+def one_line(what: BaseException | str, limit: int = 240) -> str:
+    """The first non-empty line of an error (or text), cut at a word boundary to ``limit`` characters with
+    `` ...`` when cut: never mid-word, never a traceback."""
+    text = str(what)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if not line and isinstance(what, BaseException):
+        line = type(what).__name__
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."

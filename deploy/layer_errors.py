@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import DeployError
 from .modelfile import ModelFacts
+from .runners.onnxrt import NUMERICS_PASSES
 
 __all__ = ["FLOORS", "RATIO", "LayerError", "LayerReport", "reference_graph", "compare_layers"]
 
@@ -112,7 +113,8 @@ def _run(proto: Any, x: np.ndarray, input_name: str) -> dict[str, np.ndarray]:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(NUMERICS_PASSES))
         values = sess.run(None, {input_name: x})
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -99,6 +99,7 @@ def photo_case(
     cfg: Any,
     *,
     output_names: list[str] | None = None,
+    what: str = "the held-out images",
 ) -> ReferenceCase:
     """One validation case made of real photographs: each image preprocessed by ``cfg`` (the
     variant's weights config), stacked into one batch, with PyTorch FP32's outputs.
@@ -112,7 +113,7 @@ def photo_case(
         except ImageError:
             continue
     if not batch:
-        raise DeployError("none of the held-out images could be read")
+        raise DeployError(f"none of {what} could be read")
     x = np.concatenate(batch)
     with TorchRunner(model, output_names=output_names) as ref:
         return ReferenceCase(tuple(x.shape), x, ref.infer(x), photos=True)  # type: ignore[arg-type]
@@ -263,7 +264,8 @@ def validate_file(
     if facts.format == "engine":
         report = _validate_engine(facts, source, on_case)
     else:
-        report = _validate_graph(facts, source, backend_name, options, photos, shapes or DEFAULT_GRID, on_case)
+        label = f"the images in --images {images}" if isinstance(images, (str, os.PathLike)) else "the images given"
+        report = _validate_graph(facts, source, backend_name, options, photos, shapes or DEFAULT_GRID, on_case, label)
     layers = None
     if ref_facts is not None:
         assert ref_facts.path is not None and facts.path is not None
@@ -337,6 +339,7 @@ def check_reference(checked: ModelFacts, reference: ModelFacts) -> None:
 def _validate_graph(
     facts: ModelFacts, source: ModelSource, backend_name: str | None, options: RunnerOptions,
     images: Sequence[str | os.PathLike[str]], shapes: Sequence[Shape], on_case: Callable[[Shape], None] | None,
+    photos_label: str = "the images given",
 ) -> ValidationReport:
     b = backend(backend_name or default_backend("onnx", facts.path))
     runner = b.open(facts.path, options)  # onnxruntime's device follows --provider
@@ -346,7 +349,8 @@ def _validate_graph(
         label = run_precision(facts.precision, used)
         cases = reference_cases(model, shapes, output_names=runner.output_names)
         if images:
-            cases.append(photo_case(model, images, facts.preprocessing, output_names=runner.output_names))
+            cases.append(photo_case(model, images, facts.preprocessing, output_names=runner.output_names,
+                                    what=photos_label))
         return compare_runner(
             runner, cases, tolerance=tolerance_for(facts.precision, used),
             model_label=f"{facts.name} (convmlp_{model.variant} {label})", weights=model.weights_source,

@@ -23,7 +23,7 @@ import onnx
 
 from .errors import ExportError
 
-__all__ = ["FP32_OPS", "CONVERTER", "converter_version", "to_fp16"]
+__all__ = ["FP32_OPS", "CONVERTER", "converter_version", "to_fp16", "to_fp32", "has_fp16"]
 
 FP32_OPS: tuple[str, ...] = (
     "LayerNormalization",
@@ -57,4 +57,37 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     for vi in list(out.graph.input) + list(out.graph.output):
         if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise ExportError(f"FP16 conversion changed the type of I/O tensor {vi.name!r}")
+    return out
+
+
+def has_fp16(proto: onnx.ModelProto) -> bool:
+    """Whether ``proto`` carries FP16 initializers or casts to FP16."""
+    half = onnx.TensorProto.FLOAT16
+    return any(t.data_type == half for t in proto.graph.initializer) or any(
+        a.name == "to" and a.i == half for n in proto.graph.node if n.op_type == "Cast" for a in n.attribute
+    )
+
+
+def to_fp32(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` with every FP16 initializer, cast and tensor type made FP32: the inverse of
+    ``to_fp16`` for tools that cannot take a mixed graph. The FP16 values stay exactly what they were
+    (FP16 -> FP32 is exact); only the arithmetic around them runs in FP32."""
+    from onnx import numpy_helper
+
+    half, full = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    for t in g.initializer:
+        if t.data_type == half:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype("float32"), t.name))
+    for node in g.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == half:
+                a.i = full
+            if a.name == "value" and a.t.data_type == half:  # Constant nodes
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype("float32"), a.t.name))
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        if vi.type.tensor_type.elem_type == half:
+            vi.type.tensor_type.elem_type = full
     return out

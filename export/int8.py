@@ -49,9 +49,11 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from convmlp.preprocess import ImageError, list_images, load_image, preprocess
 from convmlp.weights import PretrainedCfg
+from deploy.errors import one_line
 
 from .errors import ExportError, ExportOptionError
 from .fp16 import to_fp16
@@ -68,6 +70,8 @@ __all__ = [
     "quantize_int8",
     "quantizer_version",
     "count_qdq",
+    "MIN_SCALE",
+    "clamp_scales",
 ]
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -78,6 +82,9 @@ QUANTIZED_OPS = ("Conv", "MatMul")
 EXCLUDED_NODES = ("head/Gemm",)
 #: QuantizeLinear/DequantizeLinear accept float16 scales from opset 19
 Q_DQ_OPSET = 19
+#: the smallest Q/DQ scale of the TensorRT layout: FP16's smallest normal number (TensorRT refuses zero
+#: scales, and a subnormal FP16 scale loses its precision)
+MIN_SCALE = 2.0**-14
 QUANTIZER = "onnxruntime.quantization quantize_static (QDQ)"
 
 
@@ -129,8 +136,14 @@ class CalibrationSet:
 def calibration_set(
     root: str | Path, count: int, method: str, *, seed: int = 0, held_out: int = 64
 ) -> CalibrationSet:
-    """Pick ``count`` images under ``root`` reproducibly (same folder, same pick), and up to
-    ``held_out`` of the others for validation. ``ExportOptionError`` for bad arguments."""
+    """Pick ``count`` readable images under ``root`` reproducibly (same folder, same pick), and up to
+    ``held_out`` readable others for validation; when the folder holds no more than ``count``, a sixth
+    of them (at most ``held_out``) is held out so that real photographs are still checked.
+
+    Images are decoded before any export work, in the pick's order, until enough are found; the
+    unreadable ones are named in ``skipped``. ``ExportOptionError`` for bad arguments, an empty folder,
+    or one where no image can be read (naming the first few).
+    """
     root = Path(root)
     if method not in METHODS:
         raise ExportOptionError(f"--calibration-method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -141,25 +154,59 @@ def calibration_set(
     images = list_images(root)
     if not images:
         raise ExportOptionError(f"--calibration {root}: no image files in it (searched recursively)")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
-    chosen = sorted((images[i] for i in order[:count]), key=lambda p: p.relative_to(root).as_posix())
-    rest = [images[i] for i in order[count:count + held_out]]
+    order = [images[i] for i in np.random.default_rng(seed).permutation(len(images))]
+    readable, skipped = _readable(order, count + held_out)
+    if not readable:
+        named = "; ".join(skipped[:3]) + (f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else "")
+        raise ExportOptionError(f"--calibration {root}: none of its {len(images)} images can be read: {named}")
+    if len(readable) > count:
+        chosen, rest = readable[:count], readable[count:count + held_out]
+    else:  # no more than asked for: hold out a sixth, so that real photographs are still checked
+        keep = len(readable) - min(held_out, len(readable) // 6)
+        chosen, rest = readable[:keep], readable[keep:]
+    chosen.sort(key=lambda p: p.relative_to(root).as_posix())
     listing = "\n".join(p.relative_to(root).as_posix() for p in chosen) + "\n"
-    return CalibrationSet(root, chosen, rest, method, len(images), hashlib.sha256(listing.encode()).hexdigest())
+    return CalibrationSet(root, chosen, rest, method, len(images), hashlib.sha256(listing.encode()).hexdigest(),
+                          skipped)
+
+
+def _readable(order: Sequence[Path], wanted: int) -> tuple[list[Path], list[str]]:
+    """The first ``wanted`` files of ``order`` that decode (decoded in a thread pool: Pillow releases the
+    GIL), and ``path: why`` for each one that does not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def why(path: Path) -> str | None:
+        try:
+            load_image(path)
+        except ImageError as exc:
+            text = str(exc)
+            return text if text.startswith(str(path)) else f"{path}: {text}"
+        return None
+
+    readable: list[Path] = []
+    skipped: list[str] = []
+    done = 0
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        while len(readable) < wanted and done < len(order):
+            chunk = order[done:done + wanted - len(readable)]
+            done += len(chunk)
+            for path, problem in zip(chunk, pool.map(why, chunk), strict=True):
+                (skipped if problem else readable).append(problem or path)  # type: ignore[arg-type]
+    return readable, skipped
 
 
 def calibration_inputs(
     files: Sequence[Path], cfg: PretrainedCfg, *, skipped: list[str] | None = None
 ) -> Iterator[np.ndarray]:
     """One preprocessed (1, 3, H, W) float32 batch per readable file (the variant's input size);
-    unreadable files are named in ``skipped`` and left out."""
+    unreadable files are named in ``skipped`` (once, ``path: why``) and left out."""
     for path in files:
         try:
             yield preprocess(load_image(path), cfg)
         except ImageError as exc:
             if skipped is not None:
-                skipped.append(f"{path}: {exc}")
+                text = str(exc)
+                skipped.append(text if text.startswith(str(path)) else f"{path}: {text}")
 
 
 def quantize_int8(
@@ -200,10 +247,12 @@ def quantize_int8(
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
             self.seen = 0
+            self.exhausted = False
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(inputs, None)
             if batch is None:
+                self.exhausted = True
                 return None
             self.seen += 1
             if progress is not None:
@@ -211,6 +260,7 @@ def quantize_int8(
             return {input_name: batch}
 
     reader = Reader()
+    proto = _copy(proto)  # quantize_static changes the model it is given: never the caller's
     present = {n.name for n in proto.graph.node}
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
@@ -241,16 +291,16 @@ def quantize_int8(
                 },
             )
         except Exception as exc:
-            if reader.seen == 0:
+            if reader.seen == 0 and reader.exhausted:
                 raise ExportError("--calibration: no image could be read for calibration") from None
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise ExportError(f"INT8 quantization failed: {first}") from None
+            raise ExportError(f"INT8 quantization failed: {one_line(exc)}") from None
         finally:
             logger.setLevel(level)
         if reader.seen == 0:
             raise ExportError("--calibration: no image could be read for calibration")
         qdq = onnx.load(str(out))
     graph = qdq if cpu else to_fp16(_to_opset(qdq, Q_DQ_OPSET))
+    clamped = 0 if cpu else clamp_scales(graph)
     opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
     facts = {
         "layout": layout,
@@ -262,9 +312,17 @@ def quantize_int8(
         "excluded_nodes": [n for n in EXCLUDED_NODES if n in present],
         "opset": opset,
         "weight_bits": 7 if reduce_range else 8,
+        "clamped_scales": clamped,
+        "min_scale": None if cpu else MIN_SCALE,
         **count_qdq(graph),
     }
     return graph, facts
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
 
 
 def _to_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -292,3 +350,43 @@ def count_qdq(proto: onnx.ModelProto) -> dict[str, int]:
     ops = [n.op_type for n in proto.graph.node]
     return {"quantize_nodes": ops.count("QuantizeLinear"), "dequantize_nodes": ops.count("DequantizeLinear"),
             "int8_layers": quantized}
+
+
+def clamp_scales(proto: onnx.ModelProto, minimum: float = MIN_SCALE) -> int:
+    """Make every Q/DQ scale of ``proto`` positive, finite and >= ``minimum``; return how many values changed.
+
+    Dead channels (all-zero weights) get a zero scale, nearly dead ones a subnormal one, and a constant
+    activation a zero range. An activation scale is raised in place (its Q and DQ share it). A weight's
+    per-channel scale is raised and that channel's INT8 values re-quantized to the new scale
+    (``round(q * old / new)``), so the dequantized weight stays what it was, to the new step.
+    """
+    inits = {t.name: t for t in proto.graph.initializer}
+    weights_of: dict[str, tuple[str, int]] = {}  # scale initializer -> (its INT8 weight, channel axis)
+    scales = []
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 2:
+            continue
+        if node.input[1] in inits and node.input[1] not in scales:
+            scales.append(node.input[1])
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            weights_of[node.input[1]] = (node.input[0], axis)
+    changed = 0
+    for name in scales:
+        scale = numpy_helper.to_array(inits[name])
+        old = scale.astype(np.float64)
+        bad = ~np.isfinite(old) | (old < minimum)
+        if not bad.any():
+            continue
+        changed += int(bad.sum())
+        new = np.where(bad, minimum, old)
+        inits[name].CopyFrom(numpy_helper.from_array(new.astype(scale.dtype), name))
+        if name in weights_of and scale.ndim == 1:
+            wname, axis = weights_of[name]
+            q = numpy_helper.to_array(inits[wname])
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            ratio = np.where(np.isfinite(old) & (old > 0), old, 0.0) / new
+            requant = np.clip(np.round(q.astype(np.float64) * ratio.reshape(shape)), -127, 127)
+            inits[wname].CopyFrom(numpy_helper.from_array(requant.astype(q.dtype), wname))
+    return changed

@@ -13,9 +13,12 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +195,58 @@ def _check_output_dir(path: Path) -> list[Path]:
     return missing
 
 
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself: nothing is left behind), so
+    that two exports never write into one folder at once; ``ExportError`` when another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"another export is writing into {folder}: wait for it to finish, or give another "
+                              "--output-dir") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` while the export runs, so that its clean-up runs as on Ctrl-C:
+    staged files and folders, and the quantizer's temporary folders, are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_stale_temp_files(folder: Path) -> list[Path]:
+    """This tool's own staged files and folders (``.convmlp_*.tmp``) in ``folder``, left by an export that was
+    killed (SIGKILL, power loss); called with the folder's lock held, so none of them is in use."""
+    removed = []
+    for path in sorted(folder.glob(".convmlp_*.tmp")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def _remove_if_empty(created: list[Path]) -> None:
     """Take back the folders a failed run created, if nothing else was put in them."""
     for folder in reversed(created):
@@ -229,19 +284,23 @@ def _quantize(
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The INT8 Q/DQ graph of the simplified FP32 ``graph``, calibrated on ``calibration``."""
     total = len(calibration.files)
+    for line in calibration.skipped:
+        log(f"int8: skipped unreadable image {line}")
     log(f"int8: calibrating on {total} images from {calibration.root} ({calibration.method})")
+    if not calibration.held_out:
+        log("int8: no photograph is held out (too few readable images): the INT8 gate checks the synthetic grid "
+            "only, top-1 on real photos is not checked")
     inputs = calibration_inputs(calibration.files, PRETRAINED_CFGS[cfg.variant], skipped=calibration.skipped)
 
     def progress(done: int) -> None:
         if cfg.calibration_progress is not None:
             cfg.calibration_progress(done, total)
 
-    copy = onnx.ModelProto()
-    copy.CopyFrom(graph)
-    quantized, facts = quantize_int8(copy, inputs, method=calibration.method, layout=cfg.int8_layout,
+    quantized, facts = quantize_int8(graph, inputs, method=calibration.method, layout=cfg.int8_layout,
                                      progress=progress)
-    for line in calibration.skipped:
-        log(f"int8: skipped unreadable image {line}")
+    if facts["clamped_scales"]:
+        log(f"int8: {facts['clamped_scales']} Q/DQ scale values raised to the minimum 2^-14 (dead or nearly dead "
+            "channels, constant activations)")
     return quantized, facts
 
 
@@ -296,7 +355,10 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     paths = artifact_paths(cfg.variant, cfg.output_dir)
     created = _check_output_dir(cfg.output_dir)
     try:
-        result = _export(cfg, log, opset, calibration, paths)
+        with _exclusive(cfg.output_dir), _sigterm_unwinds():
+            for stale in _remove_stale_temp_files(cfg.output_dir):
+                log(f"removed {stale}, left by an interrupted export")
+            result = _export(cfg, log, opset, calibration, paths)
     except BaseException:
         _remove_if_empty(created)
         raise
@@ -362,7 +424,8 @@ def _export(
                 graph_copy = onnx.ModelProto()
                 graph_copy.CopyFrom(graph)
                 graph = graph_copy
-            meta = _metadata(cfg, spec, precision, sha, label, opset, model.num_classes)
+            graph_opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), opset)
+            meta = _metadata(cfg, spec, precision, sha, label, graph_opset, model.num_classes)
             if precision == "int8" and calibration is not None and int8_facts is not None:
                 meta.update(_int8_metadata(calibration, int8_facts))
             set_metadata(graph, meta)

@@ -256,7 +256,7 @@ def _options(target: BenchTarget) -> Any:
         device=target.device, threads=target.threads, compile=target.compile, cuda_graph=target.cuda_graph,
         precision=target.runtime_precision or (target.precision if target.onnx is None and target.engine is None
                                                else None),
-        streams=target.streams,
+        streams=target.streams, exact=False,  # timing: the runtime's own defaults
     )
 
 

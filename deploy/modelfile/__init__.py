@@ -365,13 +365,17 @@ def _graph_facts(
     notes: list[str] = []
 
     def check(fact: str, graph_value: Any, parse: Any = str) -> Any:
-        """``graph_value``, after checking that the record of ``fact`` (if any) agrees with it."""
+        """``graph_value``, after checking that the record of ``fact`` (if any) agrees with it; the record
+        where the artifact cannot tell (an IR's INT8 layout)."""
         if not meta.get(fact):
             return graph_value
         try:
             value = parse(meta[fact])
         except ValueError:
             value = None
+        if graph_value is None and value is not None:
+            recorded.add(fact)
+            return value
         if value != graph_value:
             raise DeployError(f"{path.name}: its metadata says {fact}={meta[fact]} but the {what} itself "
                               f"{_SAYS[fact]} {graph_value}: fix or remove that metadata")

@@ -59,6 +59,7 @@ IR_KEYS: dict[str, str] = {
     "source_onnx": "file name of the ONNX graph the IR was converted from",
     "source_onnx_sha256": "its sha256",
     "openvino_version": "the OpenVINO that converted it",
+    "ir_float": "how the float parts were converted, where the graph had FP16 ones (the TensorRT-layout INT8 graph)",
 }
 #: the keys that say how to prepare an image (also copied into an engine's sidecar)
 PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation")

@@ -1,4 +1,13 @@
-"""onnxruntime runner (CPU, CUDA or TensorRT execution provider)."""
+"""onnxruntime runner (CPU, CUDA or TensorRT execution provider).
+
+``exact`` (the default) turns off the one graph rewrite of onnxruntime that changes what a Q/DQ graph
+computes: ``WeightBiasQuantization`` quantizes the float bias of a Conv/Gemm fed by DequantizeLinear to
+INT32 with scale = input scale x weight scale. In the TensorRT layout (INT8 + FP16, FP16 scales) that
+product is formed in FP16 and can underflow (below 6.1e-5), which wrecks the layer; TensorRT keeps the
+bias in floating point. Every check of numerics (export's gates, validate, per-layer, evaluate, predict)
+runs exact; benchmark sessions keep onnxruntime's defaults (``exact=False``). Measured on ConvMLP graphs
+in ``benchmarks/ort_weight_bias_quantization.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,10 @@ import numpy as np
 from ..errors import BackendUnavailable, DeployError
 from .base import Runner
 
-__all__ = ["OnnxRuntimeRunner", "available_providers", "default_providers"]
+__all__ = ["OnnxRuntimeRunner", "available_providers", "default_providers", "NUMERICS_PASSES"]
+
+#: onnxruntime graph rewrites that change a graph's numerics (turned off where numerics are checked)
+NUMERICS_PASSES = ("WeightBiasQuantization",)
 
 _PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -56,9 +68,11 @@ class OnnxRuntimeRunner(Runner):
         *,
         providers: list[str] | None = None,
         threads: int | None = None,
+        exact: bool = True,
     ) -> None:
         super().__init__()
         self.path = Path(path)
+        self.exact = exact
         wanted = [_PROVIDER_ALIASES.get(p.lower(), p) for p in (providers or default_providers())]
         have = available_providers()
         missing = [p for p in wanted if p not in have]
@@ -95,7 +109,8 @@ class OnnxRuntimeRunner(Runner):
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers,
+                                                disabled_optimizers=list(NUMERICS_PASSES) if self.exact else [])
         except Exception as exc:  # onnxruntime raises its own classes for bad files
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DeployError(f"{self.path}: onnxruntime cannot load it ({first[:200]})") from None

@@ -15,7 +15,9 @@ one static shape runs ~10% faster here than the dynamic one, and compiling takes
 ``max_compiled`` of them (the way the TensorRT runner keeps one profile per
 shape range). ``max_compiled=0`` uses a single dynamic-shape compiled model.
 OpenVINO's model cache (``CACHE_DIR``) makes a second run load instead of
-compile.
+compile. Its key ignores the inference precision hint (an FP16 compile was handed to a later f32 run,
+with FP16's numbers under an fp32 label), so each precision gets a cache folder of its own
+(``model_cache_dir``).
 
 Threads and streams map onto ``INFERENCE_NUM_THREADS`` and ``NUM_STREAMS``
 (with ``PERFORMANCE_HINT`` LATENCY for one stream, THROUGHPUT for several).
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, DeployError, OptionError
+from ..errors import BackendUnavailable, DeployError, OptionError, one_line
 from ..modelfile.ir import is_ir, read_ir
 from ..precision import canonical
 from .base import Runner
@@ -77,8 +79,7 @@ def first_line(exc: BaseException) -> str:
     """OpenVINO's own message on one line, without its ``Exception from src/...`` and ``Check ...`` framing."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
-    text = " ".join(useful or lines or [type(exc).__name__])
-    return text[:300]
+    return one_line(" ".join(useful or lines or [type(exc).__name__]), limit=300)
 
 
 class OpenVINORunner(Runner):
@@ -138,6 +139,12 @@ class OpenVINORunner(Runner):
             raise DeployError("OpenVINO runner is not active")
         return list(self._output_names)
 
+    @property
+    def model_cache_dir(self) -> Path | None:
+        """Where OpenVINO caches this runner's compiled models: one folder per precision hint, since
+        OpenVINO's cache key leaves the hint out (None: no cache)."""
+        return self.cache_dir / f"precision-{self.precision}" if self.cache_dir is not None else None
+
     def check_precision(self) -> None:
         """``BackendUnavailable`` without OpenVINO; ``OptionError`` for a precision this CPU lacks."""
         hint = PRECISIONS[self.precision]
@@ -160,10 +167,11 @@ class OpenVINORunner(Runner):
         else:
             _check_onnx(self.path)
         core = ov.Core()
-        if self.cache_dir is not None:
+        cache = self.model_cache_dir
+        if cache is not None:
             try:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                core.set_property({"CACHE_DIR": str(self.cache_dir)})
+                cache.mkdir(parents=True, exist_ok=True)
+                core.set_property({"CACHE_DIR": str(cache)})
             except OSError:
                 self.cache_dir = None  # an unwritable cache costs compile time, nothing else
         try:

@@ -168,3 +168,24 @@ def test_bad_options():
     assert OpenVINORunner("x.onnx", precision="f32").name == "openvino[CPU,fp32]"
     with pytest.raises(ValueError, match="threads must be >= 1"):
         OpenVINORunner("x.onnx", threads=0)
+
+
+def test_model_cache_is_kept_per_precision(graph, tmp_path):
+    """OpenVINO's cache key ignores INFERENCE_PRECISION_HINT: one precision's compiled model must never be
+    loaded for another (an FP16 blob was once served to a later f32 run under an fp32 label)."""
+    cache = tmp_path / "ovcache"
+    dirs = {p: OpenVINORunner(graph, precision=p, cache_dir=cache).model_cache_dir for p in ("auto", "fp32", "bf16", "fp16")}
+    assert len(set(dirs.values())) == 4 and all(d.parent == cache for d in dirs.values())
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    caps = ov_runner.cpu_capabilities()
+    runs = [p for p in ("fp16", "bf16") if {"fp16": "FP16", "bf16": "BF16"}[p] in caps][:1] + ["fp32"]
+    first = {}
+    for p in runs + runs[::-1]:  # both orders, one shared cache folder
+        with OpenVINORunner(graph, precision=p, cache_dir=cache) as r:
+            assert r.precision_used == p
+            y = r.infer(x)["logits"]
+        first.setdefault(p, y)
+        assert np.array_equal(y, first[p])
+    with OpenVINORunner(graph, precision="fp32", cache_dir="") as r:
+        assert np.array_equal(r.infer(x)["logits"], first["fp32"])  # what the cache served is an fp32 compile
+    assert any(dirs["fp32"].rglob("*.blob"))

@@ -49,6 +49,8 @@ def test_written_validated_and_described(exported):
     assert meta["precision"] == "int8" and meta["calibration_images"] == "32"
     assert meta["calibration_method"] == "minmax" and meta["calibration_files_sha256"] == cal["files_sha256"]
     assert meta["quantizer"].startswith("onnxruntime.quantization")
+    graph_opset = next(o.version for o in _graph(exported).opset_import if o.domain in ("", "ai.onnx"))
+    assert meta["opset"] == str(graph_opset) == str(report["int8"]["opset"])  # what the graph imports
 
 
 def test_obeys_tensorrt_explicit_quantization_rules(exported):
@@ -173,8 +175,10 @@ def test_unreadable_calibration_images_are_skipped(tmp_path):
     result = run_export(ExportConfig("s", output_dir=tmp_path / "art", int8=True, calibration=tmp_path / "photos",
                                      calibration_count=7, shapes=((1, 3, 64, 64),), simplifier="none"))
     cal = result.report["int8"]["calibration"]
-    assert cal["images"] == 7 and len(cal["skipped"]) == 1 and "broken.jpg" in cal["skipped"][0]
-    assert result.report["int8"]["calibration_batches"] == 6
+    # 6 readable of 7 found, no more than --calibration-count: a sixth is held out; counts are of readable images
+    assert (cal["found"], cal["images"], cal["held_out"]) == (7, 5, 1)
+    assert len(cal["skipped"]) == 1 and cal["skipped"][0].count("broken.jpg") == 1
+    assert result.report["int8"]["calibration_batches"] == cal["images"]
 
 
 def test_cpu_layout_is_fp32_u8s8_and_tensorrt_refuses_it(tmp_path):
@@ -198,3 +202,34 @@ def test_cpu_layout_is_fp32_u8s8_and_tensorrt_refuses_it(tmp_path):
     assert any(producer.get(n.input[2]) is not None for n in convs)  # INT32 biases, dequantized
     res = CliRunner().invoke(cli.main, ["build", "--onnx", str(out / "convmlp_s.int8.onnx")])
     assert res.exit_code == 1 and "TensorRT cannot build" in res.output and "--int8-layout tensorrt" in res.output
+
+
+def test_numerics_are_checked_without_onnxruntimes_bias_rewrite(exported):
+    """onnxruntime's WeightBiasQuantization turns the TensorRT layout's float biases into INT32 with an FP16
+    scale product that can underflow; TensorRT never does. Checks run without it, timing keeps the defaults."""
+    import onnxruntime as ort
+
+    from deploy.backends import RunnerOptions, backend
+    from deploy.bench import resolve_target
+    from deploy.bench.targets import _options
+    from deploy.runners.onnxrt import NUMERICS_PASSES
+    from deploy.validate import sample_images
+
+    graph = exported / "convmlp_s.int8.onnx"
+    x = sample_images((2, 3, 224, 224), 0)
+
+    def plain(disabled: list[str]) -> np.ndarray:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+        return sess.run(None, {"input": x})[0]
+
+    with backend("onnxruntime").open(graph, RunnerOptions()) as checked:
+        exact = checked.infer(x)["logits"]
+    timing = _options(resolve_target(onnx=graph))
+    assert timing.exact is False
+    with backend("onnxruntime").open(graph, timing) as timed:
+        fast = timed.infer(x)["logits"]
+    assert np.array_equal(exact, plain(list(NUMERICS_PASSES)))
+    assert np.array_equal(fast, plain([]))
+    assert not np.array_equal(exact, fast)  # the rewrite does change this graph's numbers
