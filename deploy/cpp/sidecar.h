@@ -1,10 +1,12 @@
-// Reads what the C++ sample needs from the sidecar manifest <engine>.json that
-// `convmlp-deploy build` writes next to a plan: the top-level boolean "version_compatible".
+// Reads what the C++ samples need from the sidecar manifest <engine>.json that `convmlp-deploy build`
+// writes next to a plan: the top-level boolean "version_compatible", and the string members of the
+// top-level "metadata" object (mean, std, crop_pct, input_size... copied from the ONNX graph).
 // A small strict JSON reader (objects, arrays, strings, numbers, true/false/null), no dependencies.
 #pragma once
 
 #include <cctype>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -20,6 +22,7 @@ enum class SidecarStatus {
 struct Sidecar {
   SidecarStatus status;
   std::string detail;  // why, for kInvalid
+  std::map<std::string, std::string> metadata;  // "metadata": {"mean": "[...]", ...}, string members only
 };
 
 inline std::string sidecar_path(const std::string& engine_path) { return engine_path + ".json"; }
@@ -30,7 +33,10 @@ class JsonReader {
  public:
   explicit JsonReader(const std::string& text) : s_(text) {}
 
-  // Parses the whole text; on success *flag holds the root object's "version_compatible" (-1 if absent).
+  // Parses the whole text; on success *flag holds the root object's "version_compatible" (-1 if absent)
+  // and metadata() the string members of its "metadata" object.
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
   bool read_root(int* flag, std::string* error) {
     flag_ = -1;
     skip_ws();
@@ -158,7 +164,17 @@ class JsonReader {
           return bad("\"version_compatible\" is not true or false");
         }
       }
-      if (!value(depth + 1)) return false;
+      if (depth == 1 && in_metadata_ && peek() == '"') {
+        std::string text;
+        if (!string(&text)) return false;
+        metadata_[key] = text;
+      } else {
+        const bool entering = depth == 0 && key == "metadata" && peek() == '{';
+        if (entering) in_metadata_ = true;
+        const bool ok = value(depth + 1);
+        if (entering) in_metadata_ = false;
+        if (!ok) return false;
+      }
       skip_ws();
       if (peek() == ',') {
         ++pos_;
@@ -196,6 +212,8 @@ class JsonReader {
   const std::string& s_;
   size_t pos_ = 0;
   int flag_ = -1;
+  bool in_metadata_ = false;
+  std::map<std::string, std::string> metadata_;
   std::string error_;
 };
 
@@ -206,17 +224,17 @@ inline Sidecar parse_sidecar(const std::string& text) {
   int flag = -1;
   std::string error;
   detail::JsonReader reader(text);
-  if (!reader.read_root(&flag, &error)) return {SidecarStatus::kInvalid, error};
-  return {flag == 1 ? SidecarStatus::kVersionCompatible : SidecarStatus::kNotVersionCompatible, ""};
+  if (!reader.read_root(&flag, &error)) return {SidecarStatus::kInvalid, error, {}};
+  return {flag == 1 ? SidecarStatus::kVersionCompatible : SidecarStatus::kNotVersionCompatible, "", reader.metadata()};
 }
 
 // The sidecar at `path` (usually sidecar_path(engine)); kMissing if there is no such file.
 inline Sidecar read_sidecar(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) return {SidecarStatus::kMissing, ""};
+  if (!f) return {SidecarStatus::kMissing, "", {}};
   std::ostringstream text;
   text << f.rdbuf();
-  if (f.bad()) return {SidecarStatus::kInvalid, "read error"};
+  if (f.bad()) return {SidecarStatus::kInvalid, "read error", {}};
   return parse_sidecar(text.str());
 }
 

@@ -1,7 +1,8 @@
 """The C++ sample follows the same I/O contract as everything else (convmlp/spec.py).
 
 Without TensorRT this checks the source (tensor names, the calls of the documented flow,
-the CMake wiring) and, where a C++ compiler exists, compiles main.cpp with -Werror against
+the CMake wiring) and, where a C++ compiler exists, compiles convmlp_trt.cpp (the TensorRT backend,
+tensorrt_model.h, behind the samples' one interface, convmlp.h) with -Werror against
 FAKE TensorRT/CUDA headers (tests/deploy/fake_trt_headers: NVIDIA's signatures for the calls
 the sample makes, a CPU implementation) and runs it: the sample's own logic (arguments,
 reading the sidecar, when host code is allowed, profile choice, top-5). The build against the
@@ -28,12 +29,12 @@ FAKE_HEADERS = Path(__file__).resolve().parent / "fake_trt_headers"
 
 def _constant(source: str, name: str) -> str:
     m = re.search(rf'constexpr const char\* {name} = "([^"]+)";', source)
-    assert m, f"{name} not found in main.cpp"
+    assert m, f"{name} not found in tensorrt_model.h"
     return m.group(1)
 
 
 def test_tensor_names_come_from_the_spec() -> None:
-    source = (CPP / "main.cpp").read_text()
+    source = (CPP / "tensorrt_model.h").read_text()
     spec = io_spec("s")
     assert _constant(source, "kInputName") == spec.input_names[0]
     assert _constant(source, "kOutputName") == spec.output_names[0]
@@ -43,7 +44,7 @@ def test_tensor_names_come_from_the_spec() -> None:
 
 
 def test_sample_uses_the_name_based_dynamic_shape_flow() -> None:
-    source = (CPP / "main.cpp").read_text()
+    source = (CPP / "tensorrt_model.h").read_text()
     for call in (
         "deserializeCudaEngine", "createExecutionContext", "setOptimizationProfileAsync",
         "setInputShape", "setTensorAddress", "enqueueV3", "getProfileShape", "setEngineHostCodeAllowed",
@@ -56,15 +57,15 @@ def test_sample_uses_the_name_based_dynamic_shape_flow() -> None:
 def test_cmake_finds_tensorrt_and_cudart() -> None:
     cmake = (CPP / "CMakeLists.txt").read_text()
     assert "TENSORRT_ROOT" in cmake and "NvInfer.h" in cmake and "nvinfer" in cmake
-    assert "CUDA::cudart" in cmake and "main.cpp" in cmake
+    assert "CUDA::cudart" in cmake and "convmlp_trt.cpp" in cmake
 
 
 def test_host_code_is_allowed_only_for_version_compatible_plans() -> None:
-    source = (CPP / "main.cpp").read_text()
+    source = (CPP / "tensorrt_model.h").read_text()
     code = "\n".join(line.split("//")[0] for line in source.splitlines())
     # one call, guarded by the decision (sidecar or flag), never unconditional
     assert code.count("setEngineHostCodeAllowed(") == 1
-    assert "if (allow_host_code) runtime->setEngineHostCodeAllowed(true);" in source
+    assert "if (allow_host_code) runtime_->setEngineHostCodeAllowed(true);" in source
     assert "SidecarStatus::kVersionCompatible) allow_host_code = true;" in source
 
 
@@ -73,13 +74,13 @@ def test_host_code_is_allowed_only_for_version_compatible_plans() -> None:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """main.cpp compiled (-Wall -Wextra -Wpedantic -Werror) against the FAKE TensorRT/CUDA headers."""
+    """convmlp_trt.cpp compiled (-Wall -Wextra -Wpedantic -Werror) against the FAKE TensorRT/CUDA headers."""
     cxx = shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
         pytest.skip("no C++ compiler (g++ or clang++) to build the sample against the fake headers")
     exe = tmp_path_factory.mktemp("cpp") / "convmlp_trt_fake"
     cmd = [cxx, "-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-I", str(FAKE_HEADERS), "-I", str(CPP),
-           str(CPP / "main.cpp"), "-o", str(exe)]
+           str(CPP / "convmlp_trt.cpp"), "-o", str(exe)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
     return exe
@@ -177,12 +178,47 @@ def test_sample_prints_the_top5_of_its_input(sample: Path, tmp_path: Path) -> No
     [
         ((), 2, "usage"),
         (("--allow-host-code",), 2, "usage"),
-        ((2, 3, 16, 64), 1, "H>=32"),
-        ((8, 3, 64, 64), 1, "outside every optimization profile"),
+        ((2, 3, 16, 64), 2, "H and W must be >= 32"),
+        ((2, 4, 64, 64), 2, "C must be 3"),
+        ((0, 3, 64, 64), 2, "N must be a positive integer"),
+        ((8, 3, 64, 64), 2, "outside every optimization profile"),
         ((1, 3, 64, 64, "missing.bin"), 1, "cannot open"),
+        ((1, 3, 64, 64, "--output", "/proc/none/x.bin"), 2, "--output /proc/none/x.bin: cannot write there"),
     ],
 )
 def test_sample_refuses_bad_arguments(sample: Path, tmp_path: Path, args: tuple, code: int, message: str) -> None:
     plan = _plan(tmp_path, "m.engine", host_code=False)
     res = _run(sample, *((plan, *args) if args and args[0] != "--allow-host-code" else args))
     assert res.returncode == code and message in res.stderr, res.stderr
+
+
+def test_sample_writes_its_logits_and_reads_preprocessing_from_the_sidecar(sample: Path, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "m.engine", host_code=False)
+    manifest = EngineManifest(
+        tensorrt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", cuda_version="12.8",
+        precision="fp16", kind="classifier", variant="s", num_classes=10, input_name="input", output_names=["logits"],
+        profiles=[ShapeProfile((1, 3, 32, 32), (2, 3, 64, 64), (4, 3, 256, 256))], onnx_sha256="0" * 64,
+        onnx_path="s.onnx", metadata={"mean": "[0.5, 0.25, 0.125]", "std": "[0.5, 0.5, 0.5]", "crop_pct": "0.9",
+                                      "weights": "ck.pth", "nested": "{\"a\": 1}"},
+    )
+    write_manifest(manifest, plan)
+    x = np.random.default_rng(1).standard_normal((2, 3, 48, 64)).astype(np.float32)
+    (tmp_path / "input.bin").write_bytes(x.tobytes())
+    res = _run(sample, plan, 2, 3, 48, 64, tmp_path / "input.bin", "--output", tmp_path / "out.bin")
+    assert res.returncode == 0, res.stderr
+    assert "preprocessing: mean [0.5, 0.25, 0.125] std [0.5, 0.5, 0.5] crop_pct 0.9" in res.stderr
+    out = np.fromfile(tmp_path / "out.bin", np.float32).reshape(2, 10)
+    assert np.array_equal(out, x.reshape(2, -1)[:, :10])  # what the fake engine computes
+    plain = _plan(tmp_path, "p.engine", host_code=False)
+    res = _run(sample, plain, 1, 3, 64, 64)
+    assert "(ImageNet default)" in res.stderr  # no sidecar: the variant's config, said so
+
+
+def test_sample_serves_several_threads_on_one_engine(sample: Path, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "m.engine", host_code=False)
+    x = np.random.default_rng(2).standard_normal((4 * 2, 3, 40, 40)).astype(np.float32)  # 4 threads x batch 2
+    (tmp_path / "input.bin").write_bytes(x.tobytes())
+    res = _run(sample, plan, 2, 3, 40, 40, tmp_path / "input.bin", "--parallel", 4, "--repeat", 5,
+               "--output", tmp_path / "out.bin")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(np.fromfile(tmp_path / "out.bin", np.float32).reshape(8, 10), x.reshape(8, -1)[:, :10])

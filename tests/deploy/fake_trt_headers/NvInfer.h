@@ -1,7 +1,8 @@
 // FAKE TensorRT header for tests/deploy/test_trt_cpp.py -- NOT NVIDIA's NvInfer.h.
 //
 // It declares, with the signatures of TensorRT 10.8 / 11.1 (include/NvInferRuntime.h,
-// NvInferRuntimeBase.h, NvInferLegacyDims.h), only the API that deploy/cpp/main.cpp calls, and
+// NvInferRuntimeBase.h, NvInferLegacyDims.h, NvInferVersion.h), only the API that deploy/cpp/tensorrt_model.h
+// calls, and
 // implements it with a CPU fake so that the sample's own logic (arguments, sidecar, host-code
 // decision, profile choice, top-5) can be compiled, run and checked without TensorRT. Compiling
 // against it proves nothing about NVIDIA's headers beyond the signatures transcribed here.
@@ -12,6 +13,9 @@
 #pragma once
 
 #include <cuda_runtime_api.h>
+
+#define NV_TENSORRT_MAJOR 10  // NvInferVersion.h
+#define NV_TENSORRT_MINOR 8
 
 #include <cstddef>
 #include <cstdint>
