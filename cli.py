@@ -27,6 +27,7 @@ from deploy.options import (
     PredictResolution,
     Runtime,
     ValidationFailed,
+    endpoint_options,
     json_output,
     model_source,
     runtime_options,
@@ -121,7 +122,8 @@ def export(source: ModelSource, num_classes: int | None, output_dir: str, export
 
 
 @main.command()
-@model_source(variant="hint", weights="reference")
+@model_source(variant="hint", weights="reference", file_required=False)
+@endpoint_options()
 @runtime_options(reads=("onnx",), backend_help="Runtime for --onnx [default: onnxruntime; openvino for an IR .xml].")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
               help="onnxruntime execution provider for --onnx (default: CUDA if present, else CPU).")
@@ -133,15 +135,17 @@ def export(source: ModelSource, num_classes: int | None, output_dir: str, export
 @click.option("--reference-onnx", type=click.Path(exists=True, dir_okay=False), default=None,
               help="FP32 graph for --per-layer [default: convmlp_{variant}.onnx beside --onnx].")
 @json_output()
-def validate(source: ModelSource, runtime: Runtime, provider: str | None, images: str | None, per_layer: bool,
-             reference_onnx: str | None, out: JsonOut) -> None:
-    """Check an ONNX graph, OpenVINO IR or TensorRT engine against PyTorch FP32 (exit 3 if it fails).
+def validate(source: ModelSource, endpoint: Any, runtime: Runtime, provider: str | None, images: str | None,
+             per_layer: bool, reference_onnx: str | None, out: JsonOut) -> None:
+    """Check an ONNX graph, OpenVINO IR, TensorRT engine or served model against PyTorch FP32 (exit 3 if it fails).
 
     ONNX: batch 1 and 3, 224x224, non-square, 97x131 and 512x512. Engine: each profile's min, opt and
     max plus odd sizes inside. The gate is the least exact precision the run computes in (the file's,
     read or inferred, and OpenVINO's run-time one): rel L2 <= 1e-4 (fp32), 3e-3 and the same top-1
     (fp16), 0.03 and cosine >= 0.999 (bf16), 0.1 and cosine >= 0.995 (int8); on --images also a top-1
     agreement of 75% (bf16) or 60% (int8). Facts the file does not record are named on stderr.
+    --endpoint HOST:PORT --model-name NAME sends the grid to a running KServe-v2 server instead
+    (serve, or Triton serving a 'triton' repository); --precision then names the served precision.
     """
     from deploy.present import echo_layers, echo_validation, validation_failure
     from deploy.validate import validate_file
@@ -149,7 +153,7 @@ def validate(source: ModelSource, runtime: Runtime, provider: str | None, images
     options = runtime.options.with_(providers=[provider] if provider else None)
     log = (lambda shape: None) if out.printing else (lambda shape: click.echo(f"  case {shape}", err=True))
     run = validate_file(source, backend_name=runtime.backend, options=options, images=images or (),
-                        per_layer=per_layer, reference_onnx=reference_onnx, on_case=log)
+                        per_layer=per_layer, reference_onnx=reference_onnx, on_case=log, endpoint=endpoint)
     echo_notes(run.notes)
     if not out.emit(run.to_dict()):
         echo_validation(run.report)
@@ -214,7 +218,8 @@ def doctor(out: JsonOut) -> None:
 
 
 @main.command(cls=GreedyCommand)
-@model_source(variant="or-hint", weights="variant")
+@model_source(variant="or-hint", weights="variant", file_required=False)
+@endpoint_options(concurrency=True)
 @runtime_options(streams=True, device=True)
 @click.option("--batch", "-b", type=click.IntRange(min=1), multiple=True, default=(1,), help="Batch size(s).")
 @resolutions_option
@@ -233,7 +238,8 @@ def doctor(out: JsonOut) -> None:
 @click.option("--plot", "plot_out", type=OutputFile(PLOT_FORMATS), default=None,
               help="Image (png, pdf, svg...) of latency and throughput per resolution (needs matplotlib).")
 @json_output(legacy_file=True)
-def benchmark(source: ModelSource, runtime: Runtime, batch: tuple[int, ...], resolution: tuple[tuple[int, int], ...],
+def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], runtime: Runtime,
+              batch: tuple[int, ...], resolution: tuple[tuple[int, int], ...],
               warmup_ms: float, duration_s: float | None, iterations: int | None, use_compile: bool, cuda_graph: bool,
               percentiles: tuple[float, ...], peak_tflops: float | None, per_layer: bool, csv_out: str | None,
               plot_out: str | None, out: JsonOut) -> None:
@@ -242,13 +248,28 @@ def benchmark(source: ModelSource, runtime: Runtime, batch: tuple[int, ...], res
     Prints throughput, latency percentiles, CV, GMACs and TFLOP/s per case (and on
     CUDA the H2D / compute / D2H / enqueue split), with trtexec's warnings.
     A missing runtime or CUDA device is exit 1; contradicting options and shapes
-    outside an engine's profiles are exit 2. Full guide: docs/benchmark.md.
+    outside an engine's profiles are exit 2. --endpoint HOST:PORT --model-name NAME
+    --concurrency 1 2 4 8 measures a served model under concurrent clients instead
+    (perf_analyzer-like: throughput, p50/p90/p99; shapes in turn from --batch x --resolution).
+    Full guide: docs/benchmark.md.
     """
     from deploy.bench import TimingConfig, plan_benchmark, plot_report, run_plan, write_text
     from deploy.present import bench_progress, echo_benchmark
 
     if duration_s is not None and iterations is not None:
         raise click.UsageError("give either --duration-s or --iterations, not both")
+    if endpoint is not None:
+        from deploy.bench.endpoint import run_concurrency
+        from deploy.present import echo_endpoint_report, endpoint_block
+
+        report = run_concurrency(endpoint, [(b, 3, h, w) for b in batch for h, w in resolution], concurrency or (1, 2, 4, 8),
+                                 duration_s=3.0 if duration_s is None else duration_s, warmup_s=warmup_ms / 1e3,
+                                 on_result=None if out.printing else endpoint_block)
+        written = echo_endpoint_report(report, csv_out, plot_out, quiet=out.printing)
+        if not out.emit(report.to_dict()):
+            for path in ([out.path] if out.path else []) + written:
+                click.echo(f"wrote {path}")
+        return
     timing = TimingConfig(warmup_s=warmup_ms / 1e3, duration_s=3.0 if duration_s is None else duration_s,
                           iterations=iterations)
     plan = plan_benchmark(source, backend=runtime.backend, options=runtime.options, device=runtime.device,
@@ -289,6 +310,7 @@ def benchmark(source: ModelSource, runtime: Runtime, batch: tuple[int, ...], res
 @click.option("--preferred-batch-sizes", type=click.IntRange(min=1), multiple=True,
               help="Preferred batch sizes, several allowed (--preferred-batch-sizes 8 16) [default: engine opt batch + max].")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100, help="Dynamic batcher queue delay.")
+@click.option("--overwrite", is_flag=True, help="Replace an entry of that name that serves another file or precision.")
 @json_output()
 def triton(source: ModelSource, runtime: Runtime, repository: str, out: JsonOut, **serving: Any) -> None:
     """Write a Triton model repository entry (config.pbtxt + 1/model.plan, 1/model.onnx or 1/model.xml+.bin).
@@ -372,6 +394,54 @@ def evaluate(data: str, labels_file: str | None, sources: list[ModelSource], run
         echo_evaluation(report)
         if out.path:
             click.echo(f"wrote {out.path}")
+
+
+@main.command()
+@model_source(variant="either", weights="variant", pretrained=True)
+@runtime_options(device=True)
+@click.option("--model-name", default=None, help="Triton model name [default: the artifact's name, Triton-safe].")
+@click.option("--host", default="127.0.0.1", help="Address to bind (0.0.0.0: reachable from other machines).")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, help="KServe v2 over HTTP.")
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, help="KServe v2 over gRPC.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, help="Prometheus metrics (/metrics).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, help="Triton max_batch_size.")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, help="Dynamic batcher queue delay.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, help="Model instances (inference callables).")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, help="Classes the NAME_image model returns.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Class names, one per line (for NAME_image's labels).")
+@click.option("--start-timeout-s", type=click.FloatRange(min=1), default=120.0, help="Give up when not ready by then.")
+@json_output()
+def serve(source: ModelSource, runtime: Runtime, model_name: str | None, labels: str | None, out: JsonOut,
+          start_timeout_s: float, **server: Any) -> None:
+    """Serve a model on a real Triton Inference Server (PyTriton, the [serve] extra) until SIGTERM/SIGINT.
+
+    NAME: input 'input' FP32 [-1, 3, -1, -1] -> 'logits' (the I/O of 'triton' repositories);
+    NAME_image: encoded images (BYTES) -> top-k classes, scores, labels. Dynamic batching batches
+    requests of one size together. A client, HTTP (use tritonclient.grpc and port 8001 for gRPC):
+
+    \b
+      import numpy as np, tritonclient.http as tc
+      c = tc.InferenceServerClient("127.0.0.1:8000")
+      x = tc.InferInput("input", [1, 3, 224, 224], "FP32")
+      x.set_data_from_numpy(np.zeros((1, 3, 224, 224), np.float32))
+      logits = c.infer("convmlp", [x]).as_numpy("logits")
+    """
+    import deploy
+    from deploy.present import echo_serving
+    from deploy.serve import ServeOptions, check_pytriton, default_model_name
+    from deploy.serve import serve as run_serve
+
+    check_pytriton()  # before anything is loaded
+    model = deploy.load(source if source.path is None else source.path, backend=runtime.backend,
+                        precision=runtime.options.precision, threads=runtime.options.threads,
+                        device=runtime.options.device, labels=labels)
+    with model:
+        options = ServeOptions(model_name=model_name or default_model_name(model), start_timeout_s=start_timeout_s,
+                               **server)
+        echo_notes(model.notes + ([f"--host {options.host}: the server is reachable from other machines"]
+                                  if options.host not in ("127.0.0.1", "localhost", "::1") else []))
+        run_serve(model, options, on_ready=lambda info: out.emit(info) or echo_serving(info, model))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,12 +19,13 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "onnxconverter_common": ("export --fp16", "pip install onnxconverter-common"),
     "openvino": ("--backend openvino", "pip install 'convmlp-deploy[openvino]'"),
     "matplotlib": ("benchmark --plot", "pip install 'convmlp-deploy[plot]'"),
-    "tritonclient": ("triton: checks each config.pbtxt against Triton's ModelConfig schema",
+    "tritonclient": ("triton: checks each config.pbtxt against Triton's ModelConfig schema; --endpoint",
                      "pip install 'convmlp-deploy[triton]'"),
+    "pytriton": ("serve (a Triton server, PyTriton)", "pip install 'convmlp-deploy[serve]'"),
     "modelopt": ("nothing: NVIDIA ModelOpt is an alternative FP16/INT8 converter this tool does not use",
                  "not needed; on a CPU machine it would pull onnxruntime-gpu, which shadows onnxruntime (README)"),
 }
-_DISTS = {"onnxconverter_common": "onnxconverter-common", "modelopt": "nvidia-modelopt"}
+_DISTS = {"onnxconverter_common": "onnxconverter-common", "modelopt": "nvidia-modelopt", "pytriton": "nvidia-pytriton"}
 
 #: /proc/cpuinfo flags that decide CPU precision: BF16 and INT8 matrix units
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
@@ -170,6 +171,9 @@ def collect() -> dict[str, Any]:
         "predict": can(True, "", backends=file_backends),
         "evaluate": can(True, "", backends=file_backends),
         "triton": can(True, ""),
+        "serve": can(libs["pytriton"] is not None and platform.machine() in ("x86_64", "aarch64"),
+                     OPTIONAL["pytriton"][1] + " (Linux x86_64/aarch64, glibc >= 2.35)", backends=file_backends),
+        "validate --endpoint": can(libs["tritonclient"] is not None, OPTIONAL["tritonclient"][1]),
     }
     if ov["version"] is not None:
         bf16 = "BF16" in ov["capabilities"]

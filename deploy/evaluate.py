@@ -30,10 +30,10 @@ import numpy as np
 from convmlp.preprocess import ImageError, ResolutionLike, list_images, load_image, preprocess
 from convmlp.weights import PretrainedCfg
 
+from .api import Model
 from .backends import RunnerOptions, backend, default_backend
 from .errors import DeployError, OptionError
 from .loader import LoadedModel, ModelSource, synthetic_note
-from .precision import run_precision
 from .predict import open_classifier
 
 __all__ = ["DatasetError", "Sample", "Dataset", "load_dataset", "BackendResult", "EvalReport", "evaluate",
@@ -112,7 +112,7 @@ def _from_list(root: Path, listing: Path) -> Dataset:
     return Dataset(root, samples, "list")
 
 
-def common_cfg(models: Sequence[LoadedModel]) -> PretrainedCfg:
+def common_cfg(models: Sequence[Model]) -> PretrainedCfg:
     """The preprocessing every model agrees on; ``DatasetError`` naming the models that differ."""
     keys = ("input_size", "mean", "std", "crop_pct", "interpolation")
     first = models[0].cfg
@@ -198,9 +198,9 @@ class EvalReport:
                 "skipped_files": list(self.skipped), "reference": self.reference, "results": self.rows()}
 
 
-def row_names(models: Sequence[LoadedModel]) -> list[str]:
+def row_names(models: Sequence[LoadedModel | Model]) -> list[str]:
     """``file on backend`` per row; where two files share a name, as many parent folders as tell them apart."""
-    def name(m: LoadedModel, depth: int) -> str:
+    def name(m: LoadedModel | Model, depth: int) -> str:
         path = m.facts.path
         if path is None:
             return f"{m.facts.name} on {m.backend}"
@@ -217,7 +217,7 @@ def row_names(models: Sequence[LoadedModel]) -> list[str]:
 
 
 def evaluate(
-    models: Sequence[LoadedModel],
+    models: Sequence[Model],
     dataset: Dataset,
     *,
     batch: int = 32,
@@ -225,7 +225,7 @@ def evaluate(
     resolution: ResolutionLike = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
-    """Run every model (runners already active) on the same batches; top-1/top-5 per model.
+    """Run every model (``deploy.api.Model``) on the same batches; top-1/top-5 per model.
 
     The first PyTorch FP32 model, if any, is the reference for differences and agreement.
     Raises ``DatasetError`` for labels beyond a model's classes, ``DeployError`` when no image is readable.
@@ -241,8 +241,7 @@ def evaluate(
                 f"label {dataset.max_label} is out of range for {m.source} ({m.num_classes} classes)"
             )
     cfg = common_cfg(models)
-    results = [BackendResult(n, m.source, m.backend, m.runner.name,
-                             run_precision(m.precision, getattr(m.runner, "precision_used", None)))
+    results = [BackendResult(n, m.source, m.backend, m.runner_name, m.precision)
                for n, m in zip(row_names(models), models, strict=True)]
     hits1 = [0] * len(models)
     hits5 = [0] * len(models)
@@ -253,7 +252,7 @@ def evaluate(
         if len(labels):
             for i, m in enumerate(models):
                 t0 = time.perf_counter()
-                logits = m.runner.infer(x)[m.output_name]
+                logits = m(x)
                 results[i].seconds += time.perf_counter() - t0
                 top5 = np.argsort(-logits, axis=1)[:, :5]
                 hits1[i] += int((top5[:, 0] == labels).sum())
@@ -343,6 +342,5 @@ def evaluate_files(
         if on_note is not None:
             on_note(note)
     with ExitStack() as stack:
-        for m in models:
-            stack.enter_context(m.runner)
-        return evaluate(models, dataset, batch=batch, limit=limit, resolution=resolution, progress=progress)
+        rows = [stack.enter_context(Model(m)) for m in models]
+        return evaluate(rows, dataset, batch=batch, limit=limit, resolution=resolution, progress=progress)

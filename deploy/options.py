@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from .precision import ALIASES, AUTO
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_VALIDATION", "ValidationFailed", "Group", "GreedyCommand",
     "Resolution", "RESOLUTION", "PredictResolution", "Parsed", "SHAPE", "PROFILE", "PERCENTILES", "OutputFile", "Precision",
-    "VARIANT", "JsonOut", "json_output", "model_source", "Runtime", "runtime_options",
+    "VARIANT", "JsonOut", "json_output", "model_source", "Runtime", "runtime_options", "endpoint_options",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VALIDATION = 0, 1, 2, 3
@@ -285,13 +286,15 @@ def model_source(
     pretrained: bool = False,
     multiple: bool = False,
     file_help: dict[str, str] | None = None,
+    file_required: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--variant``, ``--onnx``, ``--engine``, ``--weights``, ``--pretrained``; the command gets
     ``source: ModelSource`` (``sources: list[ModelSource]`` with ``multiple``).
 
     ``variant``: a mode of ``_VARIANT_HELP`` (None: no --variant). ``weights``: ``variant`` (the
     variant's checkpoint), ``reference`` (the checkpoint a file was exported from) or None.
-    ``multiple``: several --onnx and --engine, each a row, the variant a row of its own.
+    ``multiple``: several --onnx and --engine, each a row, the variant a row of its own. ``file_required``:
+    False where another option can name the model (``--endpoint``); the command checks then.
     """
     helps = {**_FILE_HELP, **(file_help or {})}
 
@@ -303,8 +306,8 @@ def model_source(
             engine = kwargs.pop("engine", () if multiple else None)
             w = kwargs.pop("weights", None)
             pre = kwargs.pop("pretrained", False)
-            sources = _sources(variant, tuple(files), v.lower() if v else None, onnx, engine, w, pre, weights,
-                               multiple)
+            sources = _sources(variant if file_required else "optional", tuple(files), v.lower() if v else None, onnx,
+                               engine, w, pre, weights, multiple)
             if multiple:
                 return f(*args, sources=sources, **kwargs)
             return f(*args, source=sources[0], **kwargs)
@@ -419,5 +422,40 @@ def runtime_options(
         wrapper = click.option("--backend", *aliases, "backend", type=click.Choice(names), multiple=multiple,
                                default=None, help=backend_help or default_help)(wrapper)
         return wrapper
+
+    return decorate
+
+
+# --------------------------------------------------------------------------- a served model
+
+
+def endpoint_options(*, concurrency: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--endpoint HOST:PORT``, ``--model-name``, ``--protocol`` (and ``--concurrency``); the command gets
+    ``endpoint: (url, model, protocol) | None`` (and ``concurrency``)."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            url, name, protocol = kwargs.pop("endpoint"), kwargs.pop("model_name"), kwargs.pop("protocol")
+            if url is None and name is not None:
+                raise OptionError("--model-name goes with --endpoint HOST:PORT")
+            if url is not None and name is None:
+                raise OptionError("--endpoint needs --model-name NAME (the served model)")
+            if url is not None and not re.fullmatch(r"[^\s:/]+:\d{1,5}", url):
+                raise OptionError(f"--endpoint {url!r}: give HOST:PORT (127.0.0.1:8000)")
+            if concurrency and url is None and kwargs["concurrency"]:
+                raise OptionError("--concurrency goes with --endpoint (it sets the clients in flight)")
+            return f(*args, endpoint=(url, name, protocol) if url else None, **kwargs)
+
+        if concurrency:
+            wrapper = click.option("--concurrency", type=click.IntRange(min=1), multiple=True, default=(),
+                                   help="Clients in flight, several allowed (--concurrency 1 2 4 8) [default: 1 2 4 8].")(
+                wrapper)
+        wrapper = click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http",
+                               help="KServe v2 protocol of --endpoint.")(wrapper)
+        wrapper = click.option("--model-name", default=None, help="The served model's name (with --endpoint).")(wrapper)
+        return click.option("--endpoint", default=None, metavar="HOST:PORT",
+                            help="A running KServe-v2 server (serve, or Triton serving a 'triton' repository) "
+                                 "instead of a file.")(wrapper)
 
     return decorate

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from convmlp.preprocess import ImageError, ResolutionLike, load_image, preprocess
+from convmlp.preprocess import ImageError, ResolutionLike
 
+from .api import Model
 from .backends import RunnerOptions
 from .errors import DeployError, OptionError
 from .loader import LoadedModel, ModelSource, load_model, synthetic_note
@@ -136,27 +137,22 @@ def open_classifier(
 
 
 def predict_images(
-    info: LoadedModel,
+    model: Model,
     images: Iterable[str | os.PathLike[str]],
     *,
     k: int = 5,
-    labels: Sequence[str] | None = None,
     resolution: ResolutionLike = None,
 ) -> Iterator[ImageResult]:
-    """Top-``k`` classes of each image, one at a time, with ``info.runner`` active.
+    """Top-``k`` classes of each image file, one at a time, with ``model``'s labels.
 
     An unreadable file, a non-image or a failed inference gives an ``ImageResult``
     with ``error`` set; the following images are still answered.
     """
-    if not info.runner.is_active:
-        raise DeployError("predict_images needs an active runner (use 'with info.runner:')")
     for path in images:
         name = str(path)
         try:
-            x = preprocess(load_image(path), info.cfg, resolution=resolution)
-            out = info.runner.infer(x)
-            logits = out[info.output_name][0]
-            yield ImageResult(name, top_k(logits, k, labels), tuple(x.shape))
+            x = model.preprocess(path, resolution)
+            yield ImageResult(name, top_k(model(x)[0], k, model.labels), tuple(x.shape))
         except (ImageError, DeployError) as exc:
             msg = str(exc)
             yield ImageResult(name, error=msg if msg.startswith(name) else f"{name}: {msg}")
@@ -166,8 +162,7 @@ def predict_images(
 class Prediction:
     """``predict``'s answer: the model, its class names (``--labels``) and one result per image."""
 
-    model: LoadedModel
-    labels: list[str] | None
+    model: Model
     results: list[ImageResult] = field(default_factory=list)
 
     @property
@@ -175,7 +170,7 @@ class Prediction:
         return sum(not r.ok for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "results": [r.to_dict() for r in self.results]}
+        return {"model": self.model.info(), "results": [r.to_dict() for r in self.results]}
 
 
 def predict_files(
@@ -194,17 +189,17 @@ def predict_files(
     (before any image), then answer each image (``on_result`` as each is done)."""
     from .resources import check_fits
 
-    model = open_classifier(source, backend_name=backend_name, options=options)
-    names = load_labels(labels, model.num_classes) if labels is not None else None
+    loaded = open_classifier(source, backend_name=backend_name, options=options)
+    names = load_labels(labels, loaded.num_classes) if labels is not None else None
     if isinstance(resolution, tuple):
-        check_fits(model.variant, [(1, *resolution)], device=model.runner.device)
-    notes = model.notes + ([synthetic_note([model.facts.name])] if model.facts.synthetic else [])
+        check_fits(loaded.variant, [(1, *resolution)], device=loaded.runner.device)
+    notes = loaded.notes + ([synthetic_note([loaded.facts.name])] if loaded.facts.synthetic else [])
     for note in notes:
         if on_note is not None:
             on_note(note)
-    answer = Prediction(model, names)
-    with model.runner:
-        for res in predict_images(model, images, k=k, labels=names, resolution=resolution):
+    with Model(loaded, names) as model:
+        answer = Prediction(model)
+        for res in predict_images(model, images, k=k, resolution=resolution):
             answer.results.append(res)
             if on_result is not None:
                 on_result(res)

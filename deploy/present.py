@@ -17,6 +17,7 @@ __all__ = [
     "echo_table", "echo_json", "echo_notes", "echo_validation", "validation_failure", "echo_layers",
     "echo_layer_times", "echo_profile", "echo_export", "export_failure", "echo_build", "echo_benchmark",
     "echo_triton", "echo_prediction", "echo_evaluation", "echo_doctor", "count_progress", "bench_progress",
+    "echo_serving", "endpoint_block", "echo_endpoint_report",
     "VALIDATION_COLUMNS", "EVAL_COLUMNS", "PLOT_FORMATS",
 ]
 
@@ -288,3 +289,35 @@ def echo_doctor(report: dict[str, Any]) -> None:
     echo_table(component_rows(report), [("component", "component"), ("status", "status")])
     click.echo()
     echo_table(command_rows(report), [("command", "command"), ("ok", "ok"), ("note", "note")])
+
+
+def echo_serving(info: dict[str, Any], model: Any) -> None:
+    """What ``serve`` serves and where, once it is ready (stderr: stdout may be JSON)."""
+    click.echo(f"serving {model.name} ({model.backend}, {model.precision}) as '{info['model']}' and "
+               f"'{info['image_model']}': HTTP {info['http']}, gRPC {info['grpc']}, metrics {info['metrics']}; "
+               "SIGTERM or Ctrl-C stops it", err=True)
+
+
+def endpoint_block(result: Any) -> None:
+    """One level of ``benchmark --endpoint`` as it finishes."""
+    p = "-" if result.p50_ms is None else f"{result.p50_ms:.2f}/{result.p90_ms:.2f}/{result.p99_ms:.2f} ms"
+    click.echo(f"clients {result.concurrency}: {result.images_per_s:.1f} images/s, {result.requests_per_s:.1f} "
+               f"requests/s, p50/p90/p99 {p}, {result.errors} errors")
+
+
+def echo_endpoint_report(report: Any, csv_out: str | None, plot_out: str | None, *, quiet: bool) -> list[str]:
+    """Write ``--csv``/``--plot`` of ``benchmark --endpoint``, print its table; returns the files written."""
+    from .bench.endpoint import plot_endpoint_report
+    from .bench.report import machine_line, write_text
+
+    written = [str(write_text(csv_out, report.to_csv()))] if csv_out else []
+    written += [str(plot_endpoint_report(report, plot_out))] if plot_out else []
+    if not quiet:
+        click.echo(machine_line(report.machine, report.versions))
+        click.echo(f"{report.model} at {report.endpoint} over {report.protocol}, shapes "
+                   f"{', '.join('x'.join(map(str, s)) for s in report.shapes)}")
+        echo_table(report.rows(), report.COLUMNS)
+        for r in report.results:
+            if r.first_error:
+                click.echo(f"warning: {r.errors} errors at {r.concurrency} clients, the first: {r.first_error}")
+    return written

@@ -390,12 +390,32 @@ def check_schema(config_text: str) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
-def write_model_entry(model: TritonModel, opts: TritonOptions, repository: str | os.PathLike[str]) -> ModelEntry:
+def _check_existing(entry: Path, model: TritonModel) -> None:
+    """``TritonOptionError`` when ``entry`` holds another model: another file, or the same name at another
+    precision (an FP32 IR and an INT8 IR both default to ``convmlp_s_openvino``)."""
+    config = entry / "config.pbtxt"
+    if not config.is_file():
+        return
+    text = config.read_text(errors="replace")
+    source = re.search(r"^# Written by convmlp-deploy \S+ from (.+)$", text, re.M)
+    precision = re.search(r"^# .*precision=([a-z0-9+]+)", text, re.M)
+    old = (source.group(1).strip() if source else None, precision.group(1) if precision else None)
+    new = (model.path.name, model.facts.precision)
+    if old != new:
+        what = f"{old[0]} ({old[1]})" if old[0] else "a config not written by convmlp-deploy"
+        raise TritonOptionError(f"{entry} already serves {what}, not {new[0]} ({new[1]}): give another --model-name, "
+                                "or --overwrite to replace it")
+
+
+def write_model_entry(
+    model: TritonModel, opts: TritonOptions, repository: str | os.PathLike[str], *, overwrite: bool = False
+) -> ModelEntry:
     """Write ``repository/NAME/config.pbtxt`` and ``repository/NAME/1/<model file>``.
 
     Every file is first copied to a temporary name beside its target and renamed
     only once all copies succeeded, so a failure leaves an existing entry as it was.
-    Raises ``TritonOptionError`` when ``repository`` is an existing file.
+    Raises ``TritonOptionError`` when ``repository`` is an existing file, or when the entry holds another
+    model (another file or precision) and ``overwrite`` is not set.
     """
     repo = Path(repository)
     if repo.exists() and not repo.is_dir():
@@ -403,6 +423,8 @@ def write_model_entry(model: TritonModel, opts: TritonOptions, repository: str |
     entry = repo / opts.model_name
     if entry.exists() and not entry.is_dir():
         raise TritonOptionError(f"{entry} exists and is a file, not a model folder")
+    if not overwrite:
+        _check_existing(entry, model)
     version = entry / "1"
     created = not entry.exists()
     version.mkdir(parents=True, exist_ok=True)
@@ -439,9 +461,10 @@ def write_model_entry(model: TritonModel, opts: TritonOptions, repository: str |
 
 def write_triton_entry(
     path: str | os.PathLike[str], repository: str | os.PathLike[str], *, format: str | None = None,  # noqa: A002
-    **options: Any,
+    overwrite: bool = False, **options: Any,
 ) -> ModelEntry:
-    """``triton``: the record of the model file at ``path``, the options resolved against it
-    (``resolve_options``), the entry written under ``repository``."""
+    """``triton``: the record of the model file at ``path`` (read whole enough to refuse a broken one: an IR's
+    weights against its XML), the options resolved against it (``resolve_options``), the entry written
+    under ``repository`` (refused over another model's entry unless ``overwrite``)."""
     model = triton_model(describe(path, format))
-    return write_model_entry(model, resolve_options(model, **options), repository)
+    return write_model_entry(model, resolve_options(model, **options), repository, overwrite=overwrite)

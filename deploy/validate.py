@@ -214,7 +214,12 @@ class Validation:
 
     @property
     def notes(self) -> list[str]:
-        """The facts the file did not record, and records its graph contradicts."""
+        """The facts the file did not record (a served model: the precision its server did not say)."""
+        if self.facts.format == "endpoint":
+            if "precision" in self.facts.recorded:
+                return []
+            return [f"{self.facts.name}: the server does not say what precision it computes in: gated as "
+                    f"{self.facts.precision} (give --precision)"]
         line = self.facts.inferred_line()
         return ([line] if line else []) + list(self.facts.notes)
 
@@ -233,8 +238,13 @@ def validate_file(
     reference_onnx: str | os.PathLike[str] | None = None,
     shapes: Sequence[Shape] | None = None,
     on_case: Callable[[Shape], None] | None = None,
+    endpoint: tuple[str, str, str] | None = None,
 ) -> Validation:
-    """``validate``: any graph, IR or engine against PyTorch FP32 at its precision's gate.
+    """``validate``: any graph, IR, engine or served model against PyTorch FP32 at its precision's gate.
+
+    ``endpoint``: (host:port, model name, protocol) of a running KServe-v2 server (``serve``, or NGC Triton
+    serving a ``triton`` repository) instead of a file: the grid goes over the wire; the gate is that of
+    ``options.precision`` (the served precision) or what the server's config says, else FP32.
 
     ``images``: a folder of photographs (up to ``MAX_PHOTOS`` used) or a list of image files, added as
     one case on which top-1 agreement is gated. Everything the request contradicts is refused before
@@ -244,6 +254,11 @@ def validate_file(
     from .layer_errors import compare_layers, reference_graph
 
     options = options or RunnerOptions()
+    if endpoint is not None:
+        return _validate_endpoint(endpoint, source, backend_name, options, images, per_layer,
+                                  shapes or DEFAULT_GRID, on_case)
+    if source.path is None:
+        raise OptionError("give exactly one of --engine or --onnx (or --endpoint HOST:PORT for a served model)")
     _check_request(source, backend_name, options, bool(images), per_layer, reference_onnx)
     if source.engine is not None:
         backend("tensorrt").require()  # what the machine lacks comes before what the sidecar says
@@ -356,6 +371,38 @@ def _validate_graph(
             model_label=f"{facts.name} (convmlp_{model.variant} {label})", weights=model.weights_source,
             on_case=on_case,
         )
+
+
+def _validate_endpoint(
+    endpoint: tuple[str, str, str], source: ModelSource, backend_name: str | None, options: RunnerOptions,
+    images: Any, per_layer: bool, shapes: Sequence[Shape], on_case: Callable[[Shape], None] | None,
+) -> Validation:
+    """A served model against PyTorch FP32 (``validate --endpoint``)."""
+    from .runners.endpoint import EndpointRunner, describe_endpoint, endpoint_facts
+
+    if source.path is not None:
+        raise OptionError("give --endpoint or a model file (--onnx/--engine), not both")
+    for flag, given in (("--backend", backend_name), ("--per-layer", per_layer), ("--provider", options.providers),
+                        ("--threads", options.threads)):
+        if given:
+            raise OptionError(f"{flag} applies to a model file, not to a served model (--endpoint)")
+    url, name, protocol = endpoint
+    served = describe_endpoint(url, name, protocol)
+    facts = endpoint_facts(served, variant=source.variant, precision=options.precision)
+    photos = _photos(images)
+    if photos and facts.kind == "features":
+        raise OptionError("--images applies to classifiers (top-1 agreement); this model outputs features")
+    model = reference_for(facts, source.variant, source.weights)
+    runner = EndpointRunner(served)
+    with runner:
+        cases = reference_cases(model, shapes, output_names=runner.output_names)
+        if photos:
+            cases.append(photo_case(model, photos, facts.preprocessing, output_names=runner.output_names,
+                                    what=f"the images in --images {images}"))
+        report = compare_runner(runner, cases, tolerance=tolerance_for(facts.precision),
+                                model_label=f"{name} at {url} (convmlp_{model.variant} {facts.precision})",
+                                weights=model.weights_source, on_case=on_case)
+    return Validation(facts, report)
 
 
 def _validate_engine(

@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: what a model can be: an ONNX graph, an OpenVINO IR, a TensorRT engine, or a PyTorch variant
-FORMATS = ("onnx", "ir", "engine", "pytorch")
+FORMATS = ("onnx", "ir", "engine", "pytorch", "endpoint")  # endpoint: a served model (runners.endpoint)
 KINDS = ("classifier", "features")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 #: the facts a record can have recorded or inferred
@@ -117,6 +117,8 @@ class ModelFacts:
     @property
     def name(self) -> str:
         """How reports name it: the file name, or ``convmlp_{variant}`` for PyTorch."""
+        if self.format == "endpoint":
+            return self.metadata["endpoint"]
         return self.path.name if self.path is not None else f"convmlp_{self.variant}"
 
     @property

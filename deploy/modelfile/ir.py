@@ -80,7 +80,8 @@ def _rt_section(root: ET.Element, name: str) -> dict[str, str]:
 
 
 def read_ir(path: str | os.PathLike[str]) -> IRInfo:
-    """Read ``path`` (an IR ``.xml``); ``DeployError`` if it or its ``.bin`` is missing or unreadable."""
+    """Read ``path`` (an IR ``.xml``); ``DeployError`` if it or its ``.bin`` is missing, unreadable, or shorter
+    than the weights its layers read (a truncated ``.bin``: OpenVINO would refuse it at load)."""
     xml = Path(path)
     if not xml.is_file():
         raise DeployError(f"OpenVINO IR not found: {xml}")
@@ -95,6 +96,12 @@ def read_ir(path: str | os.PathLike[str]) -> IRInfo:
         raise DeployError(f"{xml}: not an OpenVINO IR (no <net><layers>)")
 
     layers = root.findall("layers/layer")
+    needed = max((int(d.get("offset", "0")) + int(d.get("size", "0")) for d in root.iter("data")
+                  if d.get("offset", "").isdigit() and d.get("size", "").isdigit()), default=0)
+    have = weights.stat().st_size
+    if have < needed:
+        raise DeployError(f"{xml}: its weights file {weights.name} holds {have:,} bytes but the IR reads up to "
+                          f"{needed:,} (truncated, or from another IR): export it again")
     by_id = {layer.get("id"): layer for layer in layers}
     inputs: list[IRTensor] = []
     outputs: list[IRTensor] = []

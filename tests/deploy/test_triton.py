@@ -284,3 +284,33 @@ def test_schema_check_refuses_what_triton_would_not_parse() -> None:
     assert check_schema('name: "m"\nbackend: "openvino"\nmax_batch_size: 4\n') is True
     with pytest.raises(DeployError, match="would not parse as Triton's ModelConfig"):
         check_schema('name: "m"\nbackend: "openvino"\ninstance_kind: KIND_CPU\n')
+
+
+def test_an_entry_of_another_precision_is_not_replaced_silently(s_graph_pair, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    assert _run("--onnx", s_graph_pair["fp32"], "--repository", repo).exit_code == 0
+    config = (repo / "convmlp_s_onnx" / "config.pbtxt").read_text()
+    res = _run("--onnx", s_graph_pair["fp16"], "--repository", repo)  # the same default name
+    assert res.exit_code == 2 and "already serves convmlp_s.onnx (fp32), not convmlp_s.fp16.onnx (fp16)" in res.output
+    assert (repo / "convmlp_s_onnx" / "config.pbtxt").read_text() == config
+    assert _run("--onnx", s_graph_pair["fp32"], "--repository", repo).exit_code == 0  # the same model again: fine
+    res = _run("--onnx", s_graph_pair["fp16"], "--repository", repo, "--overwrite")
+    assert res.exit_code == 0 and "precision=fp16" in (repo / "convmlp_s_onnx" / "config.pbtxt").read_text()
+
+
+def test_a_truncated_ir_is_refused_before_the_entry_is_touched(s_graph_pair, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    import onnx as onnx_mod
+
+    from export.openvino import write_ir
+
+    meta = {p.key: p.value for p in onnx_mod.load(str(s_graph_pair["fp32"])).metadata_props}
+    xml = write_ir(s_graph_pair["fp32"].read_bytes(), tmp_path / "convmlp_s.openvino.xml", meta)
+    repo = tmp_path / "repo"
+    assert _run("--onnx", xml, "--repository", repo).exit_code == 0
+    entry = repo / "convmlp_s_openvino" / "1"
+    good = (entry / "model.bin").read_bytes()
+    xml.with_suffix(".bin").write_bytes(good[: 1 << 20])  # cut to 1 MiB
+    res = _run("--onnx", xml, "--repository", repo)
+    assert res.exit_code == 1 and "holds 1,048,576 bytes but the IR reads up to" in res.output
+    assert (entry / "model.bin").read_bytes() == good
