@@ -71,6 +71,9 @@ def profile(source: ModelSource, resolution: tuple[tuple[int, int], ...], featur
 @model_source(variant="required", files=(), weights="variant", pretrained=True)
 @click.option("--num-classes", type=click.IntRange(min=1), default=None,
               help="Classes of the head [default: the --weights checkpoint's head, else 1000].")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Text file of class names, one per line, recorded in the classifier graphs (predict, "
+                   "deploy.load and triton then name classes).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="artifacts", help="Where artifacts go.")
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo",
               help="torch.onnx exporter: dynamo (torch.export, the default) or the deprecated TorchScript one.")
@@ -92,8 +95,8 @@ def profile(source: ModelSource, resolution: tuple[tuple[int, int], ...], featur
 @click.option("--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim",
               help="Graph simplifier; its graph is kept only if no larger and still dynamic.")
 @json_output()
-def export(source: ModelSource, num_classes: int | None, output_dir: str, exporter: str, opset: int | None,
-           fp16: bool, features: bool, openvino: bool, int8: bool, calibration: str | None, calibration_count: int,
+def export(source: ModelSource, num_classes: int | None, labels: str | None, output_dir: str, exporter: str,
+           opset: int | None, fp16: bool, features: bool, openvino: bool, int8: bool, calibration: str | None, calibration_count: int,
            calibration_method: str, int8_layout: str, simplifier: str, out: JsonOut) -> None:
     """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
 
@@ -107,7 +110,8 @@ def export(source: ModelSource, num_classes: int | None, output_dir: str, export
 
     cfg = ExportConfig(
         variant=source.variant or "", output_dir=Path(output_dir), weights=source.weights,
-        pretrained=source.pretrained, num_classes=num_classes, exporter=exporter, opset=opset, fp16=fp16,
+        pretrained=source.pretrained, num_classes=num_classes, labels=Path(labels) if labels else None,
+        exporter=exporter, opset=opset, fp16=fp16,
         features=features, openvino=openvino, simplifier=simplifier, int8=int8,
         calibration=Path(calibration) if calibration else None, calibration_count=calibration_count,
         calibration_method=calibration_method, int8_layout=int8_layout,
@@ -334,7 +338,8 @@ def triton(source: ModelSource, runtime: Runtime, repository: str, out: JsonOut,
               file_help={"onnx": "ONNX classifier graph, or its OpenVINO IR .xml."})
 @runtime_options(threads=False, device=True)
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, help="Classes to show per image.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names, one per line.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="Class names, one per line [default: those the model file records (export --labels)].")
 @click.option("--resolution", "-r", type=PredictResolution(), default=None,
               help="224, HxW or native (each image's own size) [default: the weights config's 224 crop].")
 @json_output()
@@ -353,7 +358,7 @@ def predict(images: tuple[str, ...], source: ModelSource, runtime: Runtime, top_
         if not res.ok:
             click.echo(f"Error: {res.error}", err=True)
         elif not out.printing:
-            echo_prediction(res, labelled=labels is not None)
+            echo_prediction(res)
 
     answer = predict_files(source, images, backend_name=runtime.backend, options=runtime.options, k=top_k,
                            labels=labels, resolution=resolution, on_note=lambda n: echo_notes([n]), on_result=show)

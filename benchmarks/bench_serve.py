@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,19 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deploy.bench.report import machine_info, machine_line, versions  # noqa: E402
+from deploy.serve import free_ports  # noqa: E402
 
 SHAPES = {"224": [(1, 3, 224, 224)],
           "mixed": [(1, 3, 224, 224), (1, 3, 160, 256), (1, 3, 97, 131), (1, 3, 320, 320)]}
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def start(graph: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .backends import RunnerOptions
+from .errors import OptionError
 from .loader import LoadedModel, ModelSource, load_model, synthetic_note
 from .precision import run_precision
 
@@ -163,11 +164,12 @@ def load(
 
     ``backend``: a ``deploy.backends`` name (default: the file's own); ``precision``: the run-time precision
     where the backend chooses it (OpenVINO); ``labels``: class names (a file of one name per line, or a
-    list). Raises ``OptionError``/``DeployError`` with one line, as the CLI does.
+    list) [default: those the file records, ``export --labels``]. Raises ``OptionError``/``DeployError``
+    with one line, as the CLI does.
     """
     from convmlp import VARIANTS
 
-    from .predict import load_labels
+    from .modelfile.metadata import read_labels
 
     if isinstance(source, ModelSource):
         src = source
@@ -177,8 +179,10 @@ def load(
         src = ModelSource.of(source)
     options = RunnerOptions(device=device, precision=precision, threads=threads)
     loaded = load_model(src, backend_name=backend, options=options)
-    names = None
+    names = loaded.facts.labels  # what the file records (export --labels)
     if labels is not None:
-        names = (load_labels(labels, loaded.num_classes or None) if isinstance(labels, (str, os.PathLike))
+        names = (read_labels(labels, loaded.num_classes or None) if isinstance(labels, (str, os.PathLike))
                  else list(labels))
+        if loaded.num_classes and len(names) != loaded.num_classes:
+            raise OptionError(f"labels: {len(names)} names but the model has {loaded.num_classes} classes")
     return Model(loaded, names)

@@ -11,7 +11,6 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,15 +19,15 @@ from convmlp.preprocess import ImageError, ResolutionLike
 
 from .api import Model
 from .backends import RunnerOptions
-from .errors import DeployError, OptionError
+from .errors import DeployError
 from .loader import LoadedModel, ModelSource, load_model, synthetic_note
+from .modelfile.metadata import read_labels
 
 __all__ = [
     "ClassScore",
     "ImageResult",
     "softmax",
     "top_k",
-    "load_labels",
     "open_classifier",
     "predict_images",
     "Prediction",
@@ -94,26 +93,6 @@ def top_k(logits: np.ndarray, k: int, labels: Sequence[str] | None = None) -> li
         ClassScore(rank=r + 1, index=int(i), probability=float(probs[i]), label=labels[i] if labels else None)
         for r, i in enumerate(order)
     ]
-
-
-def load_labels(path: str | os.PathLike[str], num_classes: int | None = None) -> list[str]:
-    """Class names from a text file, one per line (trailing blank lines ignored).
-
-    Raises ``OptionError`` (``--labels``) when it is not text or the count differs from ``num_classes``.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise OptionError(f"--labels {path}: labels file is not UTF-8 text") from None
-    labels = [line.strip() for line in text.splitlines()]
-    while labels and not labels[-1]:
-        labels.pop()
-    if num_classes is not None and len(labels) != num_classes:
-        raise OptionError(
-            f"--labels {path}: {len(labels)} labels but the model has {num_classes} classes (one label per line)"
-        )
-    return labels
 
 
 # --------------------------------------------------------------------------- opening a model
@@ -190,7 +169,7 @@ def predict_files(
     from .resources import check_fits
 
     loaded = open_classifier(source, backend_name=backend_name, options=options)
-    names = load_labels(labels, loaded.num_classes) if labels is not None else None
+    names = read_labels(labels, loaded.num_classes) if labels is not None else loaded.facts.labels
     if isinstance(resolution, tuple):
         check_fits(loaded.variant, [(1, *resolution)], device=loaded.runner.device)
     notes = loaded.notes + ([synthetic_note([loaded.facts.name])] if loaded.facts.synthetic else [])

@@ -262,11 +262,12 @@ def echo_triton(entry: Any) -> None:
     click.echo(f"instances: {opts.instances} x KIND_{opts.instance_kind.upper()}; batching: {batching}")
 
 
-def echo_prediction(result: Any, labelled: bool) -> None:
-    """One image's top-k table (an unreadable image is reported on stderr by the caller)."""
+def echo_prediction(result: Any) -> None:
+    """One image's top-k table, with a label column when the classes have names (an unreadable image is
+    reported on stderr by the caller)."""
     shape = "x".join(map(str, result.input_shape or ()))
     click.echo(f"{result.image}  [{shape}]")
-    cols = [("rank", "rank"), ("index", "class")] + ([("label", "label")] if labelled else [])
+    cols = [("rank", "rank"), ("index", "class")] + ([("label", "label")] if any(s.label is not None for s in result.top) else [])
     echo_table([s.to_dict() for s in result.top], cols + [("probability", "probability")])
     click.echo("")
 

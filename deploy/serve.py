@@ -42,7 +42,8 @@ import numpy as np
 from .api import Model
 from .errors import BackendUnavailable, DeployError, OptionError
 
-__all__ = ["ServeOptions", "check_pytriton", "check_serve", "serve", "default_model_name", "group_by_shape"]
+__all__ = ["ServeOptions", "check_pytriton", "check_serve", "serve", "default_model_name", "group_by_shape",
+           "free_ports"]
 
 INSTALL = "serve needs PyTriton: pip install 'convmlp-deploy[serve]'"
 
@@ -97,6 +98,18 @@ def check_serve(options: ServeOptions) -> None:
             except OSError as exc:
                 raise DeployError(f"port {port} on {options.host} ({flag}) is not free ({exc.strerror or exc}): "
                                   f"stop what uses it or give another {flag}") from None
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports the OS reports free on ``host`` now (for tests and benchmarks on loopback)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def group_by_shape(requests: list[Any], name: str = "input") -> list[list[int]]:

@@ -25,6 +25,7 @@ from .artifacts import stage_bytes, stage_copy
 from .backends import BACKENDS, READS_IR
 from .errors import DeployError, OptionError
 from .modelfile import ModelFacts, TensorFacts, describe, ir_bin_path
+from .modelfile.metadata import read_labels
 
 __all__ = [
     "TritonOptionError",
@@ -121,10 +122,12 @@ class TritonOptions:
     runtime: str = "onnxruntime"
     #: "gpu" or "cpu" (KIND_GPU / KIND_CPU)
     instance_kind: str = "gpu"
-    #: class-name file to copy beside the config (``label_filename`` of the first output)
+    #: class-name file given (``--labels``); None: the names the model file records, if any
     labels: Path | None = None
     #: backend parameters (OpenVINO: NUM_STREAMS, INFERENCE_NUM_THREADS, PERFORMANCE_HINT...)
     parameters: tuple[tuple[str, str], ...] = ()
+    #: class names written beside the config as ``labels.txt`` (``label_filename`` of the first output)
+    label_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ class ModelEntry:
             "platform": None if BACKENDS[o.runtime].triton_named else m.platform,
             "backend": o.runtime,
             "instance_kind": o.instance_kind,
-            "labels": str(o.labels) if o.labels else None,
+            "labels": str(o.labels) if o.labels else ("model metadata" if o.label_names else None),
             "parameters": dict(o.parameters),
             "source": str(f.path),
             "variant": f.variant,
@@ -265,12 +268,15 @@ def resolve_options(
             params.append(("NUM_STREAMS", str(streams)))
     if row.triton_named:
         params.append(("PERFORMANCE_HINT", "THROUGHPUT" if (streams or 1) > 1 else "LATENCY"))
-    label_path = None
+    label_path, names = None, model.facts.labels
     if labels is not None:
         label_path = Path(labels)
         if model.facts.kind != "classifier" or model.facts.num_classes is None:
             raise TritonOptionError("--labels applies to a classifier (this model outputs features)")
-        _check_labels(label_path, model.facts.num_classes)
+        try:
+            names = tuple(read_labels(label_path, model.facts.num_classes))
+        except OptionError as exc:
+            raise TritonOptionError(str(exc)) from None
     name = model_name or model.default_name(runtime)
     if not _NAME_RE.match(name):
         raise TritonOptionError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
@@ -299,23 +305,10 @@ def resolve_options(
     if max_queue_delay_us < 0:
         raise TritonOptionError(f"max queue delay must be >= 0, got {max_queue_delay_us}")
     return TritonOptions(name, max_batch_size, instances, dynamic_batching, preferred, max_queue_delay_us,
-                         runtime, kind, label_path, tuple(params))
+                         runtime, kind, label_path, tuple(params), names)
 
 
 LABELS_FILE = "labels.txt"
-
-
-def _check_labels(path: Path, num_classes: int) -> None:
-    """One non-empty class name per line, exactly ``num_classes`` of them (``TritonOptionError``)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TritonOptionError(f"--labels {path}: cannot read it as UTF-8 text ({exc})") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if len(lines) != num_classes:
-        raise TritonOptionError(f"--labels {path}: {len(lines)} lines but the model has {num_classes} classes")
 
 
 def _tensor_block(t: TensorConfig, label_filename: str | None = None) -> str:
@@ -343,7 +336,7 @@ def render_config(model: TritonModel, opts: TritonOptions) -> str:
         serve = [f'backend: "{opts.runtime}"', f'default_model_filename: "{model.model_filename}"']
     else:
         serve = [f'platform: "{model.platform}"']
-    labels = LABELS_FILE if opts.labels is not None else None
+    labels = LABELS_FILE if opts.label_names is not None else None
     lines = head + [
         f'name: "{opts.model_name}"',
         *serve,
@@ -439,8 +432,9 @@ def write_model_entry(
                 raise DeployError(f"{src}: file not found (needed by {model.path.name})")
             dst.parent.mkdir(parents=True, exist_ok=True)
             staged.append((stage_copy(src, dst), dst))
-        if opts.labels is not None:
-            staged.append((stage_copy(opts.labels, entry / LABELS_FILE), entry / LABELS_FILE))
+        if opts.label_names is not None:
+            text = "".join(f"{name}\n" for name in opts.label_names)
+            staged.append((stage_bytes(text.encode(), entry / LABELS_FILE), entry / LABELS_FILE))
         staged.append((stage_bytes(config_text.encode(), entry / "config.pbtxt"), entry / "config.pbtxt"))
         for tmp, dst in staged:
             os.replace(tmp, dst)
@@ -450,7 +444,7 @@ def write_model_entry(
             tmp.unlink(missing_ok=True)
         if created and not done:
             shutil.rmtree(entry, ignore_errors=True)
-    if opts.labels is None:  # a class-name file of an earlier entry no config points at any more
+    if opts.label_names is None:  # a class-name file of an earlier entry no config points at any more
         (entry / LABELS_FILE).unlink(missing_ok=True)
     # a model file of another kind left from an earlier entry would confuse readers
     for other in _MODEL_FILES:

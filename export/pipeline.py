@@ -35,7 +35,7 @@ from deploy.artifacts import atomic_write_json, staged_path
 from deploy.compare import Tolerance, ValidationReport, tolerance_for
 from deploy.loader import reference_model
 from deploy.modelfile.ir import ir_bin_path, is_ir, read_ir
-from deploy.modelfile.metadata import graph_metadata, int8_metadata
+from deploy.modelfile.metadata import graph_metadata, int8_metadata, labels_metadata, read_labels
 from deploy.runners.onnxrt import OnnxRuntimeRunner
 from deploy.runners.openvino import OpenVINORunner
 from deploy.validate import DEFAULT_GRID, Shape, compare_runner, photo_case, reference_cases
@@ -69,6 +69,8 @@ class ExportConfig:
     pretrained: bool = False
     #: classes of the head; None: the checkpoint's (``--weights``), else 1000
     num_classes: int | None = None
+    #: text file of class names, one per line, recorded in the classifier graphs' metadata (``labels``)
+    labels: Path | None = None
     exporter: str = DEFAULT_EXPORTER
     opset: int | None = None  # None: the exporter's default
     fp16: bool = False
@@ -350,6 +352,7 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
                 f"--num-classes {cfg.num_classes} contradicts --weights {cfg.weights}, whose head has {head} "
                 "classes: drop --num-classes (the checkpoint's head decides)"
             )
+    names = _read_labels(cfg)  # OptionError before any work
     if cfg.calibration is not None:
         calibration = calibration_set(cfg.calibration, cfg.calibration_count, cfg.calibration_method)
     paths = artifact_paths(cfg.variant, cfg.output_dir)
@@ -358,7 +361,7 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         with _exclusive(cfg.output_dir), _sigterm_unwinds():
             for stale in _remove_stale_temp_files(cfg.output_dir):
                 log(f"removed {stale}, left by an interrupted export")
-            result = _export(cfg, log, opset, calibration, paths)
+            result = _export(cfg, log, opset, calibration, paths, names)
     except BaseException:
         _remove_if_empty(created)
         raise
@@ -367,9 +370,19 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     return result
 
 
+def _read_labels(cfg: ExportConfig) -> list[str] | None:
+    """``--labels``, its count checked against the head the export will have (``OptionError``, exit 2)."""
+    if cfg.labels is None:
+        return None
+    classes = cfg.num_classes
+    if classes is None and cfg.weights is not None:
+        classes = head_classes(read_checkpoint(cfg.weights))
+    return read_labels(cfg.labels, classes if classes is not None else 1000)
+
+
 def _export(
     cfg: ExportConfig, log: Callable[[str], None], opset: int, calibration: CalibrationSet | None,
-    paths: dict[str, Path],
+    paths: dict[str, Path], names: list[str] | None = None,
 ) -> ExportResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -428,6 +441,8 @@ def _export(
             meta = _metadata(cfg, spec, precision, sha, label, graph_opset, model.num_classes)
             if precision == "int8" and calibration is not None and int8_facts is not None:
                 meta.update(_int8_metadata(calibration, int8_facts))
+            if names is not None and spec.kind == "classifier":
+                meta.update(labels_metadata(names))
             set_metadata(graph, meta)
             onnx.checker.check_model(graph, full_check=True)
             staged[name] = staged_path(paths[name])

@@ -36,10 +36,14 @@ def graphs(s_graph_pair) -> dict[str, Path]:
     return s_graph_pair
 
 
+#: the ten classes' names, as ``export --labels`` records them (spaces and non-ASCII survive)
+TEN_NAMES = [f"class {i} ({'ÄÖÜ'[i % 3]})" for i in range(10)]
+
+
 @pytest.fixture(scope="module")
 def ten_class(tmp_path_factory) -> dict[str, Path]:
     """A 10-class checkpoint (the official README's ``convmlp_s(num_classes=10)``), exported without
-    ``--num-classes``, and its graph stripped of metadata."""
+    ``--num-classes`` but with ``--labels``, and its graph stripped of metadata."""
     import torch
 
     from tests.conftest import trained_like
@@ -47,10 +51,13 @@ def ten_class(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ten")
     ck = root / "ft10.pth"
     torch.save(trained_like("s", seed=3, num_classes=10).state_dict(), ck)
-    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "--weights", str(ck), "-o", str(root / "out")])
+    names = root / "names.txt"
+    names.write_text("\r\n".join(TEN_NAMES) + "\r\n\r\n", encoding="utf-8-sig")  # BOM, CRLF, trailing blank line
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "--weights", str(ck), "--labels", str(names),
+                                        "-o", str(root / "out")])
     assert res.exit_code == 0, res.output
     graph = root / "out" / "convmlp_s.onnx"
-    return {"checkpoint": ck, "graph": graph, "bare": _strip(graph, root / "bare.onnx")}
+    return {"checkpoint": ck, "graph": graph, "bare": _strip(graph, root / "bare.onnx"), "names": names}
 
 
 # --------------------------------------------------------------------------- done-when
@@ -75,7 +82,9 @@ def test_ten_class_checkpoint_exports_and_serves_without_num_classes(ten_class, 
     res = run("triton", "--onnx", ten_class["bare"], "--repository", tmp_path / "repo", "--model-name", "ft", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["outputs"][0]["dims"] == [10]
-    assert "dims: [ 10 ]" in (tmp_path / "repo" / "ft" / "config.pbtxt").read_text()
+    config = (tmp_path / "repo" / "ft" / "config.pbtxt").read_text()
+    assert "dims: [ 10 ]" in config and "label_filename" not in config  # the stripped graph names no classes
+    assert not (tmp_path / "repo" / "ft" / "labels.txt").exists()
     # the stripped graph validates against its checkpoint: classes inferred, head read from the checkpoint
     res = run("validate", "--onnx", ten_class["bare"], "-v", "s", "--weights", ten_class["checkpoint"])
     assert res.exit_code == 0 and "num_classes 10 (inferred)" in res.stderr, res.output
@@ -91,6 +100,59 @@ def test_a_graph_and_a_checkpoint_of_other_class_counts_are_refused(ten_class, g
     res = run("validate", "--onnx", _strip(graphs["fp32"], ten_class["bare"].parent / "s1000.onnx"), "-v", "s",
               "--weights", ten_class["checkpoint"])
     assert res.exit_code == 2 and "outputs 1000 classes" in res.output and "10-class head" in res.output
+
+
+def test_export_labels_are_recorded_and_every_reader_names_the_classes(ten_class, photo_folder, tmp_path):
+    import deploy
+    from deploy.modelfile import describe
+
+    meta = {p.key: p.value for p in onnx.load(str(ten_class["graph"])).metadata_props}
+    assert json.loads(meta["labels"]) == TEN_NAMES
+    assert describe(ten_class["graph"]).labels == tuple(TEN_NAMES)
+    image = sorted(photo_folder.rglob("*.jpg"))[0]
+    # the Python API
+    with deploy.load(ten_class["graph"]) as model:
+        top = model.classify([image], top_k=3)[0]
+    assert [s.label for s in top] == [TEN_NAMES[s.index] for s in top]
+    # predict: a label column without --labels
+    res = run("predict", image, "--onnx", ten_class["graph"], "-k", "3", "--json")
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.stdout)["results"][0]["top_k"]
+    assert [t["label"] for t in shown] == [TEN_NAMES[t["index"]] for t in shown]
+    assert [t["index"] for t in shown] == [s.index for s in top]
+    table = run("predict", image, "--onnx", ten_class["graph"], "-k", "3").stdout
+    assert "label" in table and TEN_NAMES[top[0].index] in table
+    # triton: labels.txt written from the metadata, one name per line, named by the logits
+    res = run("triton", "--onnx", ten_class["graph"], "--repository", tmp_path / "repo", "--model-name", "ft")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "repo" / "ft" / "labels.txt").read_text(encoding="utf-8").splitlines() == TEN_NAMES
+    assert 'label_filename: "labels.txt"' in (tmp_path / "repo" / "ft" / "config.pbtxt").read_text()
+
+
+@pytest.mark.parametrize("weights", [True, False])
+def test_export_labels_of_another_count_are_exit_2_before_work(ten_class, tmp_path, weights):
+    names = tmp_path / "three.txt"
+    names.write_text("a\nb\nc\n")
+    res = run("export", "-v", "s", *(["--weights", ten_class["checkpoint"]] if weights else []),
+              "--labels", names, "-o", tmp_path / "o")
+    classes = 10 if weights else 1000  # the checkpoint's head, else ImageNet's
+    assert res.exit_code == 2 and f"3 labels but the model has {classes} classes" in res.output and _one_line(res)
+    assert not (tmp_path / "o").exists()
+
+
+def test_recorded_labels_that_do_not_fit_the_graph_are_refused(ten_class, tmp_path):
+    from deploy.errors import DeployError
+    from deploy.modelfile import describe
+
+    proto = onnx.load(str(ten_class["graph"]))
+    set_metadata(proto, {"labels": json.dumps(TEN_NAMES[:3])})
+    onnx.save(proto, str(tmp_path / "three.onnx"))
+    with pytest.raises(DeployError, match="lists 3 labels but the .* outputs 10 classes"):
+        describe(tmp_path / "three.onnx")
+    set_metadata(proto, {"labels": json.dumps({"0": "a"})})
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    res = run("predict", sorted(Path(__file__).parent.rglob("*.py"))[0], "--onnx", tmp_path / "bad.onnx")
+    assert res.exit_code != 0 and "not a JSON list" in res.output and "Traceback" not in res.output
 
 
 # --------------------------------------------------------------------------- the trial's cases

@@ -43,6 +43,7 @@ from ..precision import ORDER as PRECISIONS
 from ..precision import canonical
 from .engine import EngineManifest, read_manifest
 from .ir import IR_SECTION, ir_bin_path, is_ir, read_ir
+from .metadata import labels as recorded_labels
 from .metadata import preprocessing
 from .profiles import ShapeProfile
 
@@ -111,6 +112,7 @@ class ModelFacts:
     metadata: Mapping[str, str] = field(default_factory=dict)  # what the file records, as recorded
     recorded: frozenset[str] = frozenset()  # the FACTS the file recorded (the others were inferred)
     notes: tuple[str, ...] = ()  # what a user should know about the record (an unknown variant name)
+    labels: tuple[str, ...] | None = None  # class names the file records (export --labels)
     manifest: EngineManifest | None = field(default=None, repr=False)  # engines: the sidecar
 
     # -- derived facts -------------------------------------------------------------
@@ -213,6 +215,7 @@ class ModelFacts:
             "recorded": sorted(self.recorded),
             "inferred": list(self.inferred),
             "notes": list(self.notes),
+            "labels": len(self.labels) if self.labels else None,
         }
 
 
@@ -401,12 +404,16 @@ def _graph_facts(
         recorded.add("preprocessing")
     producer = {k: meta[k] for k in ("exporter", "opset", "exporter_versions", "producer_versions", "quantizer",
                                      "openvino_version", "source_onnx") if meta.get(k)}
+    names = recorded_labels(meta) if kind == "classifier" else None
+    if names is not None and len(names) != num_classes:
+        raise DeployError(f"{path.name}: its metadata lists {len(names)} labels but the {what} outputs {num_classes} "
+                          "classes: fix or remove that metadata")
     return ModelFacts(
         path=path, format=fmt, kind=kind, precision=precision, inputs=inputs, outputs=outputs,
         preprocessing=cfg, variant=variant, num_classes=num_classes, layout=meta.get("input_layout") or "NCHW",
         int8_layout=int8_layout if precision == "int8" else None, weights=meta.get("weights") or None,
         checkpoint_sha256=meta.get("checkpoint_sha256", ""), producer=producer, extra_files=extra,
-        metadata=dict(meta), recorded=frozenset(recorded), notes=tuple(notes),
+        metadata=dict(meta), recorded=frozenset(recorded), notes=tuple(notes), labels=names,
     )
 
 
@@ -452,6 +459,10 @@ def _from_engine(path: Path) -> ModelFacts:
     else:
         raise DeployError(f"{path}: manifest kind {m.kind!r} is neither classifier nor features")
     cfg, has_norm = preprocessing(PRETRAINED_CFGS[variant or "s"], m.metadata)
+    names = recorded_labels(m.metadata) if m.kind == "classifier" else None
+    if names is not None and len(names) != int(m.num_classes):
+        raise DeployError(f"{path}: its manifest lists {len(names)} labels for {m.num_classes} classes: "
+                          "fix or remove that metadata")
     recorded = {"kind", "precision"} | ({"num_classes"} if m.kind == "classifier" else set())
     recorded |= {"variant"} if variant else set()
     recorded |= {"preprocessing"} if has_norm else set()
@@ -463,5 +474,5 @@ def _from_engine(path: Path) -> ModelFacts:
         variant=variant, num_classes=int(m.num_classes) if m.kind == "classifier" and m.num_classes else None,
         int8_layout="tensorrt" if precision == "int8" else None, weights=m.metadata.get("weights") or None,
         checkpoint_sha256=m.checkpoint_sha256, producer=producer, profiles=tuple(m.profiles),
-        metadata=dict(m.metadata), recorded=frozenset(recorded), manifest=m,
+        metadata=dict(m.metadata), recorded=frozenset(recorded), manifest=m, labels=names,
     )

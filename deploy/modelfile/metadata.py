@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from convmlp.preprocess import INTERPOLATIONS
 from convmlp.weights import PretrainedCfg
 
-from ..errors import DeployError
+from ..errors import DeployError, OptionError
 
 __all__ = [
-    "KEYS", "INT8_KEYS", "IR_KEYS", "PREPROCESSING_KEYS", "graph_metadata", "preprocessing_metadata",
-    "int8_metadata", "preprocessing",
+    "KEYS", "INT8_KEYS", "IR_KEYS", "PREPROCESSING_KEYS", "SIDECAR_KEYS", "graph_metadata", "preprocessing_metadata",
+    "int8_metadata", "preprocessing", "OPTIONAL_KEYS", "read_labels", "labels_metadata", "labels",
 ]
 
 #: every key a graph exported by this tool carries, and what it holds
@@ -61,8 +63,14 @@ IR_KEYS: dict[str, str] = {
     "openvino_version": "the OpenVINO that converted it",
     "ir_float": "how the float parts were converted, where the graph had FP16 ones (the TensorRT-layout INT8 graph)",
 }
-#: the keys that say how to prepare an image (also copied into an engine's sidecar)
+#: keys a graph carries when asked for
+OPTIONAL_KEYS: dict[str, str] = {
+    "labels": "JSON list of the class names, one per class (export --labels FILE)",
+}
+#: the keys that say how to prepare an image
 PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation")
+#: what an engine's sidecar copies from its graph's metadata (the rest it records in its own fields)
+SIDECAR_KEYS = (*PREPROCESSING_KEYS, "weights", "labels")
 
 
 def graph_metadata(
@@ -161,3 +169,37 @@ def preprocessing(base: PretrainedCfg, meta: Mapping[str, str]) -> tuple[Pretrai
             raise DeployError(f"model metadata interpolation {meta['interpolation']!r} is not one of {INTERPOLATIONS}")
         changes["interpolation"] = meta["interpolation"].lower()
     return dataclasses.replace(base, **changes), "mean" in changes and "std" in changes
+
+
+def read_labels(path: str | os.PathLike[str], num_classes: int | None = None, option: str = "--labels") -> list[str]:
+    """Class names from a text file, one per line (trailing blank lines ignored); ``OptionError`` naming
+    ``option`` when it is not UTF-8 text or holds another count than ``num_classes``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError(f"{option} {path}: cannot read it as UTF-8 text ({exc})") from None
+    names = [line.strip() for line in text.splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if num_classes is not None and len(names) != num_classes:
+        raise OptionError(f"{option} {path}: {len(names)} labels but the model has {num_classes} classes "
+                          "(one label per line)")
+    return names
+
+
+def labels_metadata(names: list[str]) -> dict[str, str]:
+    return {"labels": json.dumps(list(names))}
+
+
+def labels(meta: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The class names ``meta`` records (``labels``), or None; ``DeployError`` for a malformed record."""
+    if not meta.get("labels"):
+        return None
+    try:
+        names = json.loads(meta["labels"])
+    except json.JSONDecodeError:
+        names = None
+    if not (isinstance(names, list) and all(isinstance(n, str) and "\n" not in n for n in names)):
+        raise DeployError("model metadata 'labels' is not a JSON list of one-line strings: fix or remove it")
+    return tuple(names)

@@ -24,7 +24,7 @@ from ..artifacts import atomic_write_bytes, stage_bytes
 from ..errors import DeployError, OptionError
 from ..modelfile import ModelFacts, describe, is_ir
 from ..modelfile.engine import HARDWARE_COMPAT_LEVELS, EngineManifest, manifest_bytes, manifest_path
-from ..modelfile.metadata import PREPROCESSING_KEYS
+from ..modelfile.metadata import SIDECAR_KEYS
 from ..modelfile.profiles import ShapeProfile, check_input_names, format_shape
 from .version import Messages, cuda_device, import_tensorrt, make_logger, trt_major
 
@@ -338,7 +338,7 @@ def build_engine(
         version_compatible=options.version_compatible,
         tool_version=__version__,
         checkpoint_sha256=info.checkpoint_sha256,
-        metadata={k: v for k, v in info.metadata.items() if k in (*PREPROCESSING_KEYS, "weights")},
+        metadata={k: v for k, v in info.metadata.items() if k in SIDECAR_KEYS},
     )
     side = manifest_path(out)
     # Both files go to temp names first; the pair replaces the old one only when both are written.

@@ -14,7 +14,8 @@ from PIL import Image
 
 from cli import main
 from deploy.errors import OptionError
-from deploy.predict import load_labels, top_k
+from deploy.modelfile.metadata import read_labels
+from deploy.predict import top_k
 from export.onnx import set_metadata
 
 
@@ -190,12 +191,12 @@ def test_labels(images, onnx_path: Path, tmp_path: Path) -> None:
     assert "class number" not in res.output and "rank" not in res.output  # refused before any work
 
 
-def test_load_labels_counts(tmp_path: Path) -> None:
+def test_read_labels_counts(tmp_path: Path) -> None:
     p = tmp_path / "l.txt"
     p.write_text("\ufeffa\r\nb\n\nc\n\n\n", encoding="utf-8")
-    assert load_labels(p, 4) == ["a", "b", "", "c"]  # inner blank lines count, trailing ones do not
+    assert read_labels(p, 4) == ["a", "b", "", "c"]  # inner blank lines count, trailing ones do not
     with pytest.raises(OptionError, match="4 labels but the model has 3"):  # --labels that do not fit: exit 2
-        load_labels(p, 3)
+        read_labels(p, 3)
 
 
 def test_top_k_matches_softmax_by_hand() -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from click.testing import CliRunner
 
 import cli
 from deploy.loader import reference_model
+from deploy.serve import free_ports
 from deploy.validate import sample_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,16 +48,6 @@ def _skip_reason() -> str | None:
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _workspaces() -> set[str]:
     folder = Path.home() / ".cache" / "pytriton"
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
@@ -68,7 +58,7 @@ def server(s_graph_pair, tmp_path_factory):
     """``convmlp-deploy serve --onnx convmlp_s.onnx --model-name convmlp`` on free loopback ports."""
     import tritonclient.http as http
 
-    http_port, grpc_port, metrics_port = _free_ports(3)
+    http_port, grpc_port, metrics_port = free_ports(3)
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     before = _workspaces()
     with open(log, "w") as out:

@@ -270,11 +270,32 @@ def test_labels_must_match_the_classes(onnx_models, tmp_path: Path, engine_file)
     labels = tmp_path / "names.txt"
     labels.write_text("a\nb\n")
     res = _run("--onnx", onnx_models["classifier"], "--repository", tmp_path / "r", "--labels", labels)
-    assert res.exit_code == 2 and "2 lines but the model has 1000 classes" in res.output
+    assert res.exit_code == 2 and "2 labels but the model has 1000 classes" in res.output
     res = _run("--onnx", onnx_models["features"], "--repository", tmp_path / "r", "--labels", labels)
     assert res.exit_code == 2 and "applies to a classifier" in res.output
     res = _run("--engine", engine_file(), "--repository", tmp_path / "r", "--instance-kind", "cpu")
     assert res.exit_code == 2 and "GPU only" in res.output
+
+
+def test_engine_labels_come_from_its_sidecar_and_a_file_overrides_them(make_engine, tmp_path: Path) -> None:
+    from deploy.modelfile import describe
+    from deploy.modelfile.metadata import SIDECAR_KEYS, labels_metadata
+
+    names = [f"n{i:04d}" for i in range(1000)]
+    assert "labels" in SIDECAR_KEYS  # build copies them from the graph into the sidecar
+    engine = make_engine("l.engine", metadata=labels_metadata(names))
+    assert describe(engine).labels == tuple(names)
+    res = _run("--engine", engine, "--repository", tmp_path / "r", "--model-name", "m", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["labels"] == "model metadata", res.output
+    assert (tmp_path / "r" / "m" / "labels.txt").read_text().splitlines() == names
+    given = tmp_path / "given.txt"
+    given.write_text("".join(f"g{i}\n" for i in range(1000)))
+    res = _run("--engine", engine, "--repository", tmp_path / "r", "--model-name", "m", "--labels", given)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "r" / "m" / "labels.txt").read_text() == given.read_text()
+    short = make_engine("short.engine", metadata=labels_metadata(names[:10]))
+    res = _run("--engine", short, "--repository", tmp_path / "r2")
+    assert res.exit_code != 0 and "lists 10 labels for 1000 classes" in res.output and not (tmp_path / "r2").exists()
 
 
 def test_schema_check_refuses_what_triton_would_not_parse() -> None:
