@@ -92,18 +92,26 @@ def profile(source: ModelSource, resolution: tuple[tuple[int, int], ...], featur
               help="How activation ranges are chosen from the calibration outputs.")
 @click.option("--int8-layout", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt",
               help="INT8 graph for TensorRT (symmetric, INT8+FP16) or for x86 CPU runtimes (u8s8, FP32 elsewhere).")
+@click.option("--int8-fallback", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="When the INT8 graph fails its gate: auto moves the layers that cost the most accuracy back "
+                   "to FP16 (FP32 in the cpu layout) until it passes; off writes nothing.")
+@click.option("--int8-fallback-limit", type=click.IntRange(min=1), default=None,
+              help="Most layers --int8-fallback may move back to float [default: a quarter of the quantized ones].")
 @click.option("--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim",
               help="Graph simplifier; its graph is kept only if no larger and still dynamic.")
 @json_output()
 def export(source: ModelSource, num_classes: int | None, labels: str | None, output_dir: str, exporter: str,
            opset: int | None, fp16: bool, features: bool, openvino: bool, int8: bool, calibration: str | None, calibration_count: int,
-           calibration_method: str, int8_layout: str, simplifier: str, out: JsonOut) -> None:
+           calibration_method: str, int8_layout: str, int8_fallback: str, int8_fallback_limit: int | None,
+           simplifier: str, out: JsonOut) -> None:
     """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
 
     Writes convmlp_{v}.onnx (+ .fp16.onnx, .int8.onnx, .features.onnx, .openvino.xml)
     and convmlp_{v}.report.json into --output-dir. Every graph is checked against
     PyTorch on onnxruntime first (each IR on OpenVINO); if any fails (exit 3), no
-    existing artifact is replaced. --json-out also keeps the report of a failed run.
+    existing artifact is replaced, the failed graph is kept in --output-dir/rejected/
+    (removed by the next export) and the layer where its error first jumps is named.
+    --json-out also keeps the report of a failed run.
     """
     from deploy.present import echo_export, export_failure
     from export.pipeline import ExportConfig, run_export
@@ -114,7 +122,8 @@ def export(source: ModelSource, num_classes: int | None, labels: str | None, out
         exporter=exporter, opset=opset, fp16=fp16,
         features=features, openvino=openvino, simplifier=simplifier, int8=int8,
         calibration=Path(calibration) if calibration else None, calibration_count=calibration_count,
-        calibration_method=calibration_method, int8_layout=int8_layout,
+        calibration_method=calibration_method, int8_layout=int8_layout, int8_fallback=int8_fallback,
+        int8_fallback_limit=int8_fallback_limit,
     )
     with count_progress("calibrating", quiet=out.printing) as progress:
         cfg.calibration_progress = progress

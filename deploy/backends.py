@@ -89,6 +89,10 @@ class Backend:
     triton_named: bool = False
     #: how messages name the runtime (PyTorch, TensorRT...)
     title: str = ""
+    #: how ``benchmark --per-layer`` times its layers (``deploy.bench.layer_times``): ``session``
+    #: (onnxruntime's own profiler), ``perf_count`` (OpenVINO's counters), ``iprofiler`` (TensorRT);
+    #: set exactly where ``takes`` has ``per_layer``
+    profiler: str | None = None
 
     def installed(self) -> bool:
         """Whether the runtime can be imported here (checked without importing it where possible)."""
@@ -235,17 +239,18 @@ BACKENDS: dict[str, Backend] = {
                 "pip install 'convmlp-deploy[cpu]' (or [gpu] for onnxruntime-gpu)",
                 "onnxruntime, CPU or CUDA execution provider", _onnxruntime,
                 takes=frozenset({"providers", "per_layer"}), check=_check_onnxruntime, triton_kinds=("gpu", "cpu"),
-                title="onnxruntime"),
+                title="onnxruntime", profiler="session"),
         Backend("tensorrt", "engine", ("cuda",), (), "tensorrt",
                 "pip install 'convmlp-deploy[trt]' on a machine with an NVIDIA GPU",
                 "a TensorRT engine built by 'convmlp-deploy build'", _tensorrt, _probe_tensorrt,
                 takes=frozenset({"cuda_graph", "streams", "per_layer"}), check=_check_tensorrt,
-                triton_kinds=("gpu",), title="TensorRT"),
+                triton_kinds=("gpu",), title="TensorRT", profiler="iprofiler"),
         Backend("openvino", "onnx", ("cpu",), (AUTO, "fp32", "bf16", "fp16"), "openvino",
                 "pip install 'convmlp-deploy[openvino]'",
                 "OpenVINO on the CPU: FP32, BF16 (AMX / AVX512_BF16), Q/DQ graphs as INT8", _openvino,
-                takes=frozenset({"streams"}), check=_check_openvino, triton_kinds=("cpu",), triton_named=True,
-                title="OpenVINO"),
+                takes=frozenset({"streams", "per_layer"}), check=_check_openvino, triton_kinds=("cpu",),
+                triton_named=True,
+                title="OpenVINO", profiler="perf_count"),
     )
 }
 

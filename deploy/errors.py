@@ -12,7 +12,9 @@ also exits 1; the model package knows nothing of the deployment stack above it.
 
 from __future__ import annotations
 
-__all__ = ["OptionError", "DeployError", "BackendUnavailable", "UnsupportedModel", "one_line"]
+from collections.abc import Iterable
+
+__all__ = ["OptionError", "DeployError", "BackendUnavailable", "UnsupportedModel", "one_line", "words"]
 
 
 class OptionError(ValueError):
@@ -41,3 +43,9 @@ def one_line(what: BaseException | str, limit: int = 240) -> str:
     if len(line) <= limit:
         return line
     return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
+
+
+def words(items: Iterable[str], last: str = "and") -> str:
+    """``a``, ``a and b``, ``a, b and c``: names for a message."""
+    items = list(items)
+    return ", ".join(items[:-1]) + f" {last} " + items[-1] if len(items) > 1 else "".join(items)

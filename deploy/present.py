@@ -83,8 +83,10 @@ def echo_layer_times(profile: Any, top: int = 15) -> None:
     echo_table([{"op": o.op, "ms": o.ms, "pct": o.pct, "nodes": o.nodes} for o in profile.ops],
                [("op", "op"), ("ms", "ms/run"), ("pct", "%"), ("nodes", "layers")])
     click.echo("")
-    echo_table([{"layer": t.name, "op": t.op, "ms": t.ms, "pct": t.pct} for t in profile.top(top)],
-               [("layer", f"slowest {top} layers"), ("op", "op"), ("ms", "ms/run"), ("pct", "%")])
+    kernels = any(t.exec_type for t in profile.layers)  # OpenVINO names the kernel that ran each layer
+    echo_table([{"layer": t.name, "op": t.op, "exec": t.exec_type, "ms": t.ms, "pct": t.pct} for t in profile.top(top)],
+               [("layer", f"slowest {top} layers"), ("op", "op"), *([("exec", "exec type")] if kernels else []),
+                ("ms", "ms/run"), ("pct", "%")])
 
 
 def echo_layers(layers: Any) -> None:
@@ -99,10 +101,10 @@ def echo_layers(layers: Any) -> None:
     jump = layers.first_jump
     if jump is not None:
         click.echo(f"first jump: {jump.node} ({jump.op}, tensor #{jump.index}): rel L2 {jump.rel_l2:.3g}, above "
-                   f"{layers.floor:g} and {layers.ratio:g}x every error before it")
+                   f"{layers.floor:g} and {layers.ratio:g}x the error of what it reads")
     else:
         click.echo(f"no jump: every tensor stays below {layers.floor:g} or within {layers.ratio:g}x of the "
-                   "errors before it (the error grows smoothly)")
+                   "errors of what its layer reads (the error grows smoothly)")
 
 
 EVAL_COLUMNS = [
@@ -211,16 +213,44 @@ def echo_export(result: Any) -> None:
         state = f"{g.size_bytes / 2**20:.1f} MiB" if result.passed else "not written"
         unit = "layers" if g.weights_path else "nodes"
         click.echo(f"{g.name:>{width}}: {g.path} ({g.nodes} {unit}, {state})")
+    fallback = (result.report.get("int8") or {}).get("fallback")
+    if fallback:
+        echo_fallback(fallback)
     if result.report_path:
         click.echo(f"  report: {result.report_path}")
     click.echo(f"total {result.timings['total_s']:.1f} s")
 
 
+def echo_fallback(fallback: dict[str, Any]) -> None:
+    """What ``--int8-fallback`` tried, step by step, and what it settled on."""
+    click.echo("")
+    before, after = fallback["before"], fallback["after"]
+    click.echo(f"int8 fallback: {fallback['quantized_layers']} quantized layers ranked on {fallback['ranked_on']} "
+               f"in {fallback['search_s']:.1f} s; rel L2 there {before['rel_l2']:.4g} with none in float")
+    echo_table([{"n": s["layers"], "layer": s["added"], "rel_l2": s["rel_l2"], "cosine": s["cosine"],
+                 "gate": s["gate"]} for s in fallback["steps"]],
+               [("n", "in float"), ("layer", "layer added"), ("rel_l2", "rel L2"), ("cosine", "cosine"),
+                ("gate", "full gate")])
+    if fallback["passed"]:
+        click.echo(f"int8 fallback: passes with {len(fallback['layers'])} layers in float "
+                   f"(rel L2 {before['rel_l2']:.4g} -> {after['rel_l2']:.4g} on the ranking images)")
+    else:
+        click.echo(f"int8 fallback: gave up at its limit of {fallback['limit']} layers in float "
+                   "(--int8-fallback-limit)")
+
+
 def export_failure(result: Any, printing: bool) -> str:
     if printing:
-        return "validation failed, nothing written: " + "; ".join(result.failures)
-    failed = [g.name for g in result.graphs if not g.validation.passed]
-    return f"validation failed for the {', '.join(failed)} graph (see above), nothing written"
+        text = "validation failed, nothing written: " + "; ".join(result.failures)
+    else:
+        failed = [g.name for g in result.graphs if not g.validation.passed]
+        text = f"validation failed for the {', '.join(failed)} graph (see above), nothing written"
+    for r in result.rejected:
+        jump = r.first_jump
+        where = (f": its error first jumps at {jump.node} ({jump.op}, rel L2 {jump.rel_l2:.3g})" if jump
+                 else "")
+        text += f"; the rejected {r.name} graph is kept as {r.path}{where} (validate --onnx {r.path} --per-layer)"
+    return text
 
 
 def echo_build(result: Any) -> None:

@@ -23,7 +23,7 @@ from convmlp import __version__
 
 from .artifacts import stage_bytes, stage_copy
 from .backends import BACKENDS, READS_IR
-from .errors import DeployError, OptionError
+from .errors import DeployError, OptionError, words
 from .modelfile import ModelFacts, TensorFacts, describe, ir_bin_path
 from .modelfile.metadata import read_labels
 
@@ -256,7 +256,7 @@ def resolve_options(
     if threads is not None or streams is not None:
         if not row.triton_named:
             named = [n for n, b in BACKENDS.items() if b.triton_named]
-            raise TritonOptionError(f"--threads and --streams are {' and '.join(BACKENDS[n].title for n in named)} "
+            raise TritonOptionError(f"--threads and --streams are {words(BACKENDS[n].title for n in named)} "
                                     f"backend parameters (--backend {' or '.join(named)})")
         if threads is not None:
             if threads < 1:

@@ -21,7 +21,7 @@ from convmlp.weights import file_sha256
 
 from .backends import RunnerOptions, backend, default_backend, takers
 from .compare import Tolerance, ValidationReport, compare_outputs, tolerance_for
-from .errors import DeployError, OptionError
+from .errors import DeployError, OptionError, words
 from .loader import ModelSource, reference_model
 from .modelfile import ModelFacts, describe, file_format
 from .precision import run_precision
@@ -325,7 +325,7 @@ def _check_request(
     b = backend(backend_name or default_backend("onnx", source.onnx))
     b.check_reads("onnx", source.onnx)
     if options.providers and "providers" not in b.takes:
-        raise OptionError(f"--provider is an {' and '.join(takers('providers'))} option; drop it or use --backend "
+        raise OptionError(f"--provider is an {words(takers('providers'))} option; drop it or use --backend "
                           f"{' or '.join(takers('providers'))}")
     if options.precision and not b.precisions:
         raise OptionError(f"--precision applies to --backend openvino ({b.name} runs the graph's own precision)")

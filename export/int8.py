@@ -61,6 +61,7 @@ from .fp16 import to_fp16
 __all__ = [
     "METHODS",
     "LAYOUTS",
+    "LAYOUT_FLOAT",
     "QUANTIZED_OPS",
     "EXCLUDED_NODES",
     "Q_DQ_OPSET",
@@ -77,6 +78,8 @@ __all__ = [
 METHODS = ("minmax", "entropy", "percentile")
 #: ``tensorrt``: TensorRT's explicit-quantization rules, INT8+FP16; ``cpu``: fastest on x86 CPU runtimes
 LAYOUTS = ("tensorrt", "cpu")
+#: the float precision each layout runs its unquantized ops in (and a layer moved back to float)
+LAYOUT_FLOAT = {"tensorrt": "fp16", "cpu": "fp32"}
 QUANTIZED_OPS = ("Conv", "MatMul")
 #: the classifier head (global pool -> Gemm) stays in floating point
 EXCLUDED_NODES = ("head/Gemm",)

@@ -10,6 +10,7 @@ of the run passed, so a failed run never replaces a good artifact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -35,14 +36,22 @@ from deploy.artifacts import atomic_write_json, staged_path
 from deploy.compare import Tolerance, ValidationReport, tolerance_for
 from deploy.loader import reference_model
 from deploy.modelfile.ir import ir_bin_path, is_ir, read_ir
-from deploy.modelfile.metadata import graph_metadata, int8_metadata, labels_metadata, read_labels
+from deploy.modelfile.metadata import (
+    fallback_metadata,
+    graph_metadata,
+    int8_metadata,
+    labels_metadata,
+    read_labels,
+)
 from deploy.runners.onnxrt import OnnxRuntimeRunner
 from deploy.runners.openvino import OpenVINORunner
 from deploy.validate import DEFAULT_GRID, Shape, compare_runner, photo_case, reference_cases
 
 from .errors import ExportError, ExportOptionError
+from .fallback import MODES as FALLBACK_MODES
+from .fallback import FallbackResult, search
 from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
-from .int8 import CalibrationSet, calibration_inputs, calibration_set, quantize_int8
+from .int8 import LAYOUT_FLOAT, CalibrationSet, calibration_inputs, calibration_set, quantize_int8
 from .onnx import (
     DEFAULT_EXPORTER,
     check_available,
@@ -56,7 +65,7 @@ from .onnx import (
 from .openvino import check_openvino, ir_name, openvino_version, write_ir
 from .simplify import SimplifyResult, simplify
 
-__all__ = ["ExportConfig", "GraphResult", "ExportResult", "run_export", "artifact_paths"]
+__all__ = ["ExportConfig", "GraphResult", "ExportResult", "Rejected", "run_export", "artifact_paths", "REJECTED_DIR"]
 
 
 @dataclass
@@ -79,6 +88,10 @@ class ExportConfig:
     calibration_count: int = 512
     calibration_method: str = "minmax"
     int8_layout: str = "tensorrt"  # or "cpu" (export.int8)
+    #: when the INT8 gate fails: "auto" moves the costliest layers back to float (export.fallback), "off" gives up
+    int8_fallback: str = "auto"
+    #: most layers the fallback may move back to float (None: a quarter of the quantized layers)
+    int8_fallback_limit: int | None = None
     #: called as calibration(done, total) while the INT8 graph is calibrated
     calibration_progress: Callable[[int, int], None] | None = None
     features: bool = False
@@ -123,12 +136,29 @@ class GraphResult:
 
 
 @dataclass
+class Rejected:
+    """A graph that failed its gate, kept for inspection in ``rejected/`` beside the output (never at its
+    final name), and where its error first jumps (``deploy.layer_errors``; None: no jump, or FP32)."""
+
+    name: str
+    path: Path
+    reference: Path | None  # the FP32 graph it was made from, kept beside it (for validate --per-layer)
+    first_jump: Any = None  # deploy.layer_errors.LayerError
+
+    def to_dict(self) -> dict[str, Any]:
+        j = self.first_jump
+        return {"path": str(self.path), "reference": str(self.reference) if self.reference else None,
+                "first_jump": None if j is None else {"layer": j.node, "op": j.op, "rel_l2": j.rel_l2}}
+
+
+@dataclass
 class ExportResult:
     config: ExportConfig
     graphs: list[GraphResult]
     report: dict[str, Any]
     report_path: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -155,6 +185,11 @@ def artifact_paths(variant: str, output_dir: Path) -> dict[str, Path]:
     }
     irs = {f"{name}.openvino": output_dir / ir_name(graphs[name].name) for name in IR_OF}
     return {**graphs, **irs, "report": output_dir / f"{stem}.report.json"}
+
+
+#: where a graph that failed its gate is kept (``rejected/<its name>``); the next export of the variant
+#: into the folder removes it
+REJECTED_DIR = "rejected"
 
 
 def _versions() -> dict[str, str]:
@@ -249,6 +284,19 @@ def _remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
+def _remove_rejected(folder: Path, variant: str) -> list[Path]:
+    """The graphs of ``variant`` an earlier export kept in ``folder/rejected`` (and the folder, once empty)."""
+    kept = folder / REJECTED_DIR
+    if not kept.is_dir() or kept.is_symlink():
+        return []
+    removed = [p for p in sorted(kept.glob(f"convmlp_{variant}.*")) if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        kept.rmdir()
+    return removed
+
+
 def _remove_if_empty(created: list[Path]) -> None:
     """Take back the folders a failed run created, if nothing else was put in them."""
     for folder in reversed(created):
@@ -330,6 +378,85 @@ def _stage_ir(
     return ir
 
 
+def _gate(cfg: ExportConfig, path: Path, cases: list, tol: Tolerance, model_label: str, weights: str
+          ) -> ValidationReport:
+    """The graph at ``path`` against PyTorch on ``cases``, on onnxruntime (the export's check)."""
+    with OnnxRuntimeRunner(path, providers=cfg.providers) as runner:
+        return compare_runner(runner, cases, tolerance=tol, model_label=model_label, weights=weights)
+
+
+#: images the fallback ranks layers on (held-out photographs, else calibration images)
+RANKING_IMAGES = 8
+
+
+def _int8_fallback(
+    cfg: ExportConfig, quantized: onnx.ModelProto, float_graph: onnx.ModelProto, net: torch.nn.Module,
+    cases: list, tol: Tolerance, calibration: CalibrationSet, staged: dict[str, Path], label: str,
+    log: Callable[[str], None],
+) -> FallbackResult:
+    """``export.fallback.search`` on the failed INT8 graph: ranked on up to ``RANKING_IMAGES`` held-out
+    photographs (else calibration images), each candidate gated on the export's own cases."""
+    photos = next((c for c in cases if c.photos), None)
+    if photos is not None:
+        x, ref = photos.inputs[:RANKING_IMAGES], next(iter(photos.outputs.values()))[:RANKING_IMAGES]
+        ranked_on = f"{len(x)} held-out photographs"
+    else:
+        case = photo_case(net, calibration.files[:RANKING_IMAGES], PRETRAINED_CFGS[cfg.variant],
+                          what="the calibration images")
+        x, ref = case.inputs, next(iter(case.outputs.values()))
+        ranked_on = f"{len(x)} calibration images"
+    log(f"int8: the graph failed its gate; moving the costliest layers back to "
+        f"{LAYOUT_FLOAT[cfg.int8_layout].upper()} (--int8-fallback auto)")
+
+    def gate(candidate: onnx.ModelProto) -> ValidationReport:
+        path = staged_path(staged["int8"])
+        try:
+            path.write_bytes(candidate.SerializeToString())
+            return _gate(cfg, path, cases, tol, f"convmlp_{cfg.variant} int8", label)
+        finally:
+            path.unlink(missing_ok=True)
+
+    result = search(quantized, float_graph, x, ref, gate, tol, ranked_on=ranked_on, limit=cfg.int8_fallback_limit,
+                    log=log)
+    if result.passed:
+        log(f"int8: passes with {len(result.layers)} of {result.quantized_layers} layers in float "
+            f"({result.search_s:.1f} s): {', '.join(result.layers)}")
+    else:
+        log(f"int8: no mix within {result.limit} layers in float passes the gate ({result.search_s:.1f} s)")
+    return result
+
+
+def _keep_rejected(
+    cfg: ExportConfig, graphs: list[GraphResult], staged: dict[str, Path], checked_on: dict[str, list],
+    log: Callable[[str], None],
+) -> list[Rejected]:
+    """Move each ONNX graph that failed its gate to ``rejected/`` (with, for a reduced-precision one, the
+    staged FP32 graph it was made from beside it) and find where its error first jumps."""
+    from deploy.layer_errors import compare_layers
+
+    folder = cfg.output_dir / REJECTED_DIR
+    kept: list[Rejected] = []
+    for g in graphs:
+        if g.validation.passed or g.name not in ("fp32", "fp16", "int8", "features") or g.name not in staged:
+            continue
+        folder.mkdir(exist_ok=True)
+        path = folder / g.path.name
+        os.replace(staged.pop(g.name), path)
+        reference = None
+        if g.precision != "fp32" and "fp32" in staged:
+            reference = folder / f"convmlp_{cfg.variant}.onnx"
+            shutil.copyfile(staged["fp32"], reference)
+        item = Rejected(g.name, path, reference)
+        if reference is not None:
+            cases = checked_on[g.name]
+            x = next((c.inputs[:1] for c in cases if c.photos), cases[0].inputs[:1])  # a photograph if any
+            with contextlib.suppress(Exception):  # a diagnosis that cannot run must not hide the failure
+                item.first_jump = compare_layers(path, reference, x, precision=g.precision).first_jump
+        log(f"{g.name}: failed its gate; kept for inspection as {path}")
+        kept.append(item)
+    return kept
+
+
 def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export, simplify, convert, validate and (only if everything passed) write the artifacts.
 
@@ -345,6 +472,10 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
     calibration = None
     if cfg.int8 != (cfg.calibration is not None):
         raise ExportOptionError("--int8 and --calibration DIR go together (INT8 is calibrated on your images)")
+    if cfg.int8_fallback not in FALLBACK_MODES:
+        raise ExportOptionError(f"--int8-fallback must be {' or '.join(FALLBACK_MODES)}, not {cfg.int8_fallback!r}")
+    if cfg.int8_fallback_limit is not None and cfg.int8_fallback_limit < 1:
+        raise ExportOptionError(f"--int8-fallback-limit must be >= 1, got {cfg.int8_fallback_limit}")
     if cfg.weights is not None and cfg.num_classes is not None:
         head = head_classes(read_checkpoint(cfg.weights))
         if head is not None and head != cfg.num_classes:
@@ -361,6 +492,8 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         with _exclusive(cfg.output_dir), _sigterm_unwinds():
             for stale in _remove_stale_temp_files(cfg.output_dir):
                 log(f"removed {stale}, left by an interrupted export")
+            for earlier in _remove_rejected(cfg.output_dir, cfg.variant):
+                log(f"removed {earlier}, rejected by an earlier export")
             result = _export(cfg, log, opset, calibration, paths, names)
     except BaseException:
         _remove_if_empty(created)
@@ -402,6 +535,8 @@ def _export(
         jobs.append(("features", features_model, io_spec(cfg.variant, features=True), "fp32"))
 
     staged: dict[str, Path] = {}
+    rejected: list[Rejected] = []
+    checked_on: dict[str, list] = {}  # graph name -> the cases its gate ran on
     staged_dirs: list[Path] = []  # where IRs are staged (an IR is two files)
     graphs: list[GraphResult] = []
     refs: dict[int, list] = {}
@@ -424,6 +559,7 @@ def _export(
                 simplified[id(net)] = simplify(proto, spec, cfg.simplifier)
                 timings[f"{name}_simplify_s"] = time.perf_counter() - t
             graph, simp = simplified[id(net)]
+            float_graph = graph
             if precision == "fp16":
                 t = time.perf_counter()
                 graph = to_fp16(graph)
@@ -432,6 +568,7 @@ def _export(
                 assert calibration is not None
                 t = time.perf_counter()
                 graph, int8_facts = _quantize(cfg, graph, calibration, log)
+                int8_facts.update(fallback_mode=cfg.int8_fallback, fallback=None)  # None: nothing moved to float
                 timings["int8_calibrate_s"] = time.perf_counter() - t
             else:
                 graph_copy = onnx.ModelProto()
@@ -457,11 +594,21 @@ def _export(
                 # real photographs the calibration did not see (the folder's other images)
                 cases = cases + [photo_case(net, calibration.held_out, PRETRAINED_CFGS[cfg.variant])]
             tol: Tolerance = tolerance_for(precision)
-            with OnnxRuntimeRunner(staged[name], providers=cfg.providers) as runner:
-                report = compare_runner(
-                    runner, cases, tolerance=tol, model_label=f"convmlp_{cfg.variant} {name}", weights=label
-                )
+            checked_on[name] = cases
+            report = _gate(cfg, staged[name], cases, tol, f"convmlp_{cfg.variant} {name}", label)
             timings[f"{name}_validate_s"] = time.perf_counter() - t
+            if precision == "int8" and not report.passed and cfg.int8_fallback == "auto":
+                assert calibration is not None and int8_facts is not None
+                t = time.perf_counter()
+                fallback = _int8_fallback(cfg, graph, float_graph, net, cases, tol, calibration, staged, label, log)
+                int8_facts["fallback"] = fallback.to_dict()
+                timings["int8_fallback_s"] = time.perf_counter() - t
+                if fallback.passed and fallback.graph is not None and fallback.report is not None:
+                    graph, report = fallback.graph, fallback.report
+                    meta.update(fallback_metadata(fallback.record()))
+                    set_metadata(graph, meta)
+                    onnx.checker.check_model(graph, full_check=True)
+                    staged[name].write_bytes(graph.SerializeToString())
             graphs.append(
                 GraphResult(name, paths[name], precision, simp, report, len(graph.graph.node), op_counts(graph))
             )
@@ -480,6 +627,8 @@ def _export(
                 timings[f"{ir}_convert_validate_s"] = time.perf_counter() - t
 
         passed = all(g.validation.passed for g in graphs)
+        if not passed:
+            rejected = _keep_rejected(cfg, graphs, staged, checked_on, log)
         if passed:
             for g in graphs:
                 g.sha256 = file_sha256(staged[g.name])
@@ -523,6 +672,7 @@ def _export(
         "validation_shapes": [list(s) for s in cfg.shapes],
         "passed": all(g.validation.passed for g in graphs),
         "graphs": {g.name: g.to_dict() for g in graphs},
+        "rejected": {r.name: r.to_dict() for r in rejected},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "versions": _versions(),
     }
@@ -531,7 +681,7 @@ def _export(
         report["stale"] = [str(p) for p in stale]
         for p in stale:
             log(f"note: {p} is from an earlier export (this run did not write it); it is listed as stale in the report")
-    result = ExportResult(cfg, graphs, report, None, timings)
+    result = ExportResult(cfg, graphs, report, None, timings, rejected)
     if result.passed:
         result.report_path = atomic_write_json(paths["report"], report)
     return result

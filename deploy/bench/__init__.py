@@ -20,9 +20,9 @@ from typing import Any
 
 from ..backends import RunnerOptions, takers
 from ..backends import backend as backend_row
-from ..errors import BackendUnavailable, OptionError
+from ..errors import BackendUnavailable, OptionError, words
 from ..loader import ModelSource
-from .layer_times import LayerProfile, profile_onnxruntime, profile_tensorrt
+from .layer_times import LayerProfile, profile_onnxruntime, profile_openvino, profile_tensorrt
 from .report import (
     BenchReport,
     CaseResult,
@@ -141,12 +141,15 @@ def run_benchmark(
 
 
 def profile_layers(target: BenchTarget, case: Case, *, runs: int = 20) -> LayerProfile:
-    """Per-layer time of ``target`` on one case (``benchmark --per-layer``): onnxruntime's profiler or a
-    TensorRT ``IProfiler``. ``BenchUsageError`` for a backend without per-layer timing."""
+    """Per-layer time of ``target`` on one case (``benchmark --per-layer``): onnxruntime's profiler,
+    OpenVINO's ``PERF_COUNT`` counters or a TensorRT ``IProfiler``. ``BenchUsageError`` for a backend without per-layer timing."""
     b = backend_row(target.backend)
     if "per_layer" not in b.takes:
-        raise BenchUsageError(f"--per-layer times layers on {' and '.join(takers('per_layer'))}, not on {target.backend}")
-    if b.reads == "onnx":  # onnxruntime's own profiler on a session of its own
+        raise BenchUsageError(f"--per-layer times layers on {words(takers('per_layer'))}, not on {target.backend}")
+    if b.profiler == "perf_count":  # OpenVINO's CPU plugin counters
+        return profile_openvino(target.onnx or "", case.shape, precision=target.runtime_precision,
+                                threads=target.threads, runs=runs)
+    if b.profiler == "session":  # onnxruntime's own profiler on a session of its own
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if target.device == "cuda" else None
         return profile_onnxruntime(target.onnx or "", case.shape, threads=target.threads, runs=runs,
                                    providers=providers)
@@ -216,7 +219,7 @@ def plan_benchmark(
     cases = expand_sweep(batches, resolutions)
     target = prepare(target, cases)
     if per_layer and "per_layer" not in backend_row(target.backend).takes:
-        raise OptionError(f"--per-layer times layers on {' and '.join(takers('per_layer'))}, not on {target.backend}")
+        raise OptionError(f"--per-layer times layers on {words(takers('per_layer'))}, not on {target.backend}")
     if per_layer and cuda_graph:
         raise OptionError("--per-layer times plain enqueues: drop --cuda-graph")
     return BenchPlan(target, cases, timing or TimingConfig(), tuple(percentiles), peak_tflops, per_layer)

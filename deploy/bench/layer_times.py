@@ -12,7 +12,13 @@
   (``stages.0.blocks.0.channel_mlp1.fc1/MatMul + ...``), and the op column is read from the
   first of them (``layer_op``).
 
-Both feed ``aggregate``: per layer and per op type, milliseconds per run and share.
+- OpenVINO: the CPU plugin's own counters (``PERF_COUNT``, ``InferRequest.profiling_info``,
+  ``profile_openvino``), what ``benchmark_app -pc`` prints: one entry per executed node of the
+  compiled graph, after OpenVINO's fusions, with its node type and the kernel that ran it
+  (``exec_type``: ``brgconv_avx512_amx_I8``, ``jit_avx2_FP32``, ``ref_any_I8`` for a reference
+  kernel...), so reorders, precision conversions and unquantized ops show up by name.
+
+All feed ``aggregate``: per layer and per op type, milliseconds per run and share.
 ``benchmarks/ort_op_profile.py`` publishes the onnxruntime one for S/M/L.
 """
 
@@ -34,7 +40,7 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 __all__ = [
-    "LayerTime", "OpTime", "LayerProfile", "aggregate", "profile_onnxruntime",
+    "LayerTime", "OpTime", "LayerProfile", "aggregate", "profile_onnxruntime", "profile_openvino",
     "LayerTimes", "layer_op", "make_profiler", "profile_tensorrt",
 ]
 
@@ -46,6 +52,7 @@ class LayerTime:
     op: str
     ms: float  # per run
     pct: float
+    exec_type: str = ""  # the kernel that ran it, where the runtime says (OpenVINO)
 
 
 @dataclass
@@ -74,18 +81,22 @@ class LayerProfile:
         return asdict(self)
 
 
-def aggregate(events: Iterable[tuple[str, str, float]], runs: int, *, backend: str, shape: list[int]) -> LayerProfile:
-    """Sum ``(layer, op, ms)`` events over ``runs`` runs into per-run times per layer and per op type."""
+def aggregate(
+    events: Iterable[tuple[str, str, float] | tuple[str, str, float, str]], runs: int, *, backend: str,
+    shape: list[int],
+) -> LayerProfile:
+    """Sum ``(layer, op, ms[, exec type])`` events over ``runs`` runs into per-run times per layer and per
+    op type."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     per_layer: dict[str, list[Any]] = {}
-    for name, op, ms in events:
-        entry = per_layer.setdefault(name, [op, 0.0])
+    for name, op, ms, *kernel in events:
+        entry = per_layer.setdefault(name, [op, 0.0, kernel[0] if kernel else ""])
         entry[1] += ms
     total = sum(v[1] for v in per_layer.values())
     if total <= 0:
         raise DeployError(f"{backend} reported no layer time (was anything run?)")
-    layers = [LayerTime(n, op, ms / runs, 100 * ms / total) for n, (op, ms) in per_layer.items()]
+    layers = [LayerTime(n, op, ms / runs, 100 * ms / total, kernel) for n, (op, ms, kernel) in per_layer.items()]
     per_op: dict[str, list[float]] = {}
     for t in layers:
         acc = per_op.setdefault(t.op, [0.0, 0])
@@ -132,6 +143,27 @@ def profile_onnxruntime(
         and (cutoff is None or e["ts"] >= cutoff)
     ]
     return aggregate(events, counted, backend="onnxruntime", shape=list(shape))
+
+
+def profile_openvino(
+    path: str | Path, shape: tuple[int, ...], *, precision: str | None = None, threads: int | None = None,
+    runs: int = 20,
+) -> LayerProfile:
+    """Per-node time of ``path`` (ONNX or IR) on OpenVINO's CPU plugin at ``shape``, compiled for that shape
+    with ``PERF_COUNT`` (no model cache): one warm-up run, then ``runs``; each entry carries its exec type."""
+    from ..runners.openvino import OpenVINORunner
+
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    events: list[tuple[str, str, float, str]] = []
+    runner = OpenVINORunner(path, precision=precision or "auto", threads=threads, cache_dir="", perf_count=True)
+    with runner:
+        runner.infer(x)  # warm-up: compile and first-run allocations outside the profile
+        for _ in range(runs):
+            runner.infer(x)
+            events += [(name, op, ms, kernel) for name, op, kernel, ms in runner.last_profile()]
+        used = runner.precision_used
+    profile = aggregate(events, runs, backend=f"openvino[CPU,{used}]", shape=list(shape))
+    return profile
 
 
 # --------------------------------------------------------------------------- TensorRT

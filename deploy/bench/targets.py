@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import BACKENDS as _BACKEND_TABLE
-from ..errors import DeployError, OptionError
+from ..errors import DeployError, OptionError, words
 from ..runners.base import Runner
 from .timing import Case
 
@@ -122,7 +122,7 @@ def resolve_target(
     for flag, option, asked in (("--compile", "compile", compile), ("--cuda-graph", "cuda_graph", cuda_graph),
                                 ("--streams > 1", "streams", streams > 1)):
         if asked and option not in b.takes:
-            raise BenchUsageError(f"{flag} applies to --backend {' and '.join(takers(option))} only, not {backend}")
+            raise BenchUsageError(f"{flag} applies to --backend {words(takers(option))} only, not {backend}")
     if streams < 1:
         raise BenchUsageError(f"--streams must be >= 1, got {streams}")
 
@@ -149,7 +149,7 @@ def resolve_target(
     elif precision is not None:
         choosers = [n for n, x in _BACKEND_TABLE.items() if x.precisions]
         raise BenchUsageError(
-            f"--precision applies to --backend {' and '.join(choosers)}; the {'ONNX file' if onnx else 'engine'} "
+            f"--precision applies to --backend {words(choosers)}; the {'ONNX file' if onnx else 'engine'} "
             f"runs on {backend} with its precision built in"
         )
     if threads is not None and threads < 1:

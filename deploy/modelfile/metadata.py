@@ -23,7 +23,7 @@ from ..errors import DeployError, OptionError
 
 __all__ = [
     "KEYS", "INT8_KEYS", "IR_KEYS", "PREPROCESSING_KEYS", "SIDECAR_KEYS", "graph_metadata", "preprocessing_metadata",
-    "int8_metadata", "preprocessing", "OPTIONAL_KEYS", "read_labels", "labels_metadata", "labels",
+    "int8_metadata", "preprocessing", "OPTIONAL_KEYS", "read_labels", "labels_metadata", "labels", "fallback_metadata",
 ]
 
 #: every key a graph exported by this tool carries, and what it holds
@@ -66,6 +66,8 @@ IR_KEYS: dict[str, str] = {
 #: keys a graph carries when asked for
 OPTIONAL_KEYS: dict[str, str] = {
     "labels": "JSON list of the class names, one per class (export --labels FILE)",
+    "int8_fallback": "JSON: the layers --int8-fallback moved back to float, the error before and after, the "
+                     "search time (an INT8 graph that failed its gate without them)",
 }
 #: the keys that say how to prepare an image
 PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation")
@@ -186,6 +188,10 @@ def read_labels(path: str | os.PathLike[str], num_classes: int | None = None, op
         raise OptionError(f"{option} {path}: {len(names)} labels but the model has {num_classes} classes "
                           "(one label per line)")
     return names
+
+
+def fallback_metadata(record: Mapping[str, Any]) -> dict[str, str]:
+    return {"int8_fallback": json.dumps(dict(record))}
 
 
 def labels_metadata(names: list[str]) -> dict[str, str]:

@@ -102,6 +102,7 @@ class OpenVINORunner(Runner):
         streams: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         max_compiled: int = 8,
+        perf_count: bool = False,
     ) -> None:
         super().__init__()
         precision = canonical(precision) or "auto"
@@ -119,6 +120,8 @@ class OpenVINORunner(Runner):
         self.streams = streams
         self.cache_dir = default_cache_dir() if cache_dir is None else (Path(cache_dir) if cache_dir else None)
         self.max_compiled = max_compiled
+        #: ``PERF_COUNT``: each run keeps OpenVINO's per-node times (``last_profile``); costs a little time
+        self.perf_count = perf_count
         self.precision_used: str | None = None  # what OpenVINO compiled with, after activate()
         self.name = f"openvino[CPU,{precision}]"
         self._lock = threading.Lock()
@@ -207,6 +210,8 @@ class OpenVINORunner(Runner):
             cfg["INFERENCE_NUM_THREADS"] = self.threads
         if self.streams is not None:
             cfg["NUM_STREAMS"] = self.streams
+        if self.perf_count:
+            cfg["PERF_COUNT"] = True
         return cfg
 
     def _compile(self, shape: tuple[int, ...] | None) -> Any:
@@ -268,11 +273,26 @@ class OpenVINORunner(Runner):
             request.infer({0: handle})
             outs = [np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True)
                     for i in range(len(self._output_names))]
+            if self.perf_count:
+                self._local.profile = [
+                    (p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3)
+                    for p in request.profiling_info if p.status == p.Status.EXECUTED
+                ]
         except Exception as exc:
             raise DeployError(f"OpenVINO failed on input {list(handle.shape)}: {first_line(exc)}") from None
         finally:
             self._give_back(compiled, request)
         self._local.outputs = outs
+
+    def last_profile(self) -> list[tuple[str, str, str, float]]:
+        """The last run's executed nodes (this thread's) as OpenVINO reports them with ``PERF_COUNT``:
+        (node name, node type, exec type such as ``brgconv_avx512_amx_I8``, real time in ms)."""
+        if not self.perf_count:
+            raise DeployError("per-node times need an OpenVINO runner made with perf_count=True")
+        profile = getattr(self._local, "profile", None)
+        if profile is None:
+            raise DeployError("last_profile() before run(): nothing was profiled")
+        return list(profile)
 
     def fetch(self) -> dict[str, np.ndarray]:
         outs = getattr(self._local, "outputs", None)

@@ -18,6 +18,9 @@ def test_table():
     assert all(default_backend(b.reads) in backend_names(b.reads) for b in BACKENDS.values())
     with pytest.raises(ValueError, match="unknown backend 'tvm': choose one of torch, onnxruntime"):
         backend("tvm")
+    # every backend that offers --per-layer says how it times layers, and no other does
+    assert {n for n, b in BACKENDS.items() if b.profiler} == {n for n, b in BACKENDS.items() if "per_layer" in b.takes}
+    assert len({b.profiler for b in BACKENDS.values() if b.profiler}) == 3
 
 
 def test_option_checks():

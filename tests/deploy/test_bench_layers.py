@@ -1,4 +1,5 @@
-"""``benchmark --per-layer``: the aggregation, onnxruntime's profiler for real, TensorRT's IProfiler with a fake."""
+"""``benchmark --per-layer``: the aggregation, onnxruntime's profiler and OpenVINO's counters for real, TensorRT's
+IProfiler with a fake."""
 
 from __future__ import annotations
 
@@ -45,7 +46,35 @@ def test_cli_per_layer(s_onnx, tmp_path):
     data = json.loads(res.stdout)
     assert data["per_layer"]["shape"] == [1, 3, 64, 64] and data["per_layer"]["ops"]
     res = CliRunner().invoke(cli.main, ["benchmark", "-v", "s", "-r", "64", "--iterations", "2", "--per-layer"])
-    assert res.exit_code == 2 and "--per-layer times layers on onnxruntime and tensorrt, not on torch" in res.output
+    assert res.exit_code == 2 and "--per-layer times layers on onnxruntime, tensorrt and openvino, not on torch" \
+        in res.output
+
+
+def test_aggregate_keeps_each_layers_exec_type():
+    p = aggregate([("a", "Convolution", 1.0, "jit_avx2_I8"), ("r", "Reorder", 0.5, "ref_any_FP32")] * 2, 2,
+                  backend="openvino", shape=[1])
+    assert [(t.name, t.exec_type, t.ms) for t in p.layers] == [("a", "jit_avx2_I8", 1.0), ("r", "ref_any_FP32", 0.5)]
+    assert aggregate([("a", "Conv", 1.0)], 1, backend="x", shape=[1]).layers[0].exec_type == ""
+
+
+def test_openvino_per_layer_of_a_real_graph(s_onnx, tmp_path):
+    pytest.importorskip("openvino")
+    path = s_onnx(tmp_path / "s.onnx")
+    res = CliRunner().invoke(cli.main, ["benchmark", "--onnx", str(path), "--backend", "openvino", "-r", "64",
+                                        "--iterations", "2", "--per-layer", "--json"])
+    assert res.exit_code == 0, res.output
+    prof = json.loads(res.stdout)["per_layer"]
+    assert prof["shape"] == [1, 3, 64, 64] and prof["backend"].startswith("openvino[CPU,")
+    layers = prof["layers"]
+    assert all(t["exec_type"] for t in layers)  # every executed node names its kernel
+    assert abs(sum(t["ms"] for t in layers) - prof["total_ms"]) < 1e-6 and prof["total_ms"] > 0
+    ops = {o["op"] for o in prof["ops"]}
+    assert {"Convolution", "FullyConnected"} <= ops or {"Convolution", "MatMul"} <= ops, ops
+    # the compiled graph's node names are the ONNX ones (fused), so a user can find the layer
+    assert any(t["name"].startswith("stages.0.blocks.0.channel_mlp1.fc1") for t in layers)
+    table = CliRunner().invoke(cli.main, ["benchmark", "--onnx", str(path), "--backend", "openvino", "-r", "64",
+                                          "--iterations", "2", "--per-layer"]).stdout
+    assert "exec type" in table and "slowest 15 layers" in table
 
 
 def test_layer_op_from_tensorrt_layer_names():

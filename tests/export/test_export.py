@@ -156,7 +156,10 @@ def test_failed_validation_replaces_nothing(exported, tmp_path, monkeypatch):
     res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(out), "--json-out", str(tmp_path / "r.json")])
     assert res.exit_code == 3 and "nothing written" in res.output
     assert good.read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["convmlp_s.onnx"]  # no temp files left
+    # no temp files left; the failed graph is kept in rejected/, never at its final name
+    assert sorted(p.name for p in out.iterdir()) == ["convmlp_s.onnx", "rejected"]
+    assert [p.name for p in (out / "rejected").iterdir()] == ["convmlp_s.onnx"]
+    assert f"kept as {out / 'rejected' / 'convmlp_s.onnx'}" in " ".join(res.output.split())
     report = json.loads((tmp_path / "r.json").read_text())  # --json-out keeps the failed run's report
     assert report["passed"] is False and report["graphs"]["fp32"]["validation"]["failures"]
 
@@ -252,13 +255,20 @@ def test_validate_with_real_photos(exported, tmp_path):
     assert res.exit_code == 2 and "no image files" in res.output
 
 
-def test_failed_export_leaves_no_folder_behind(tmp_path, monkeypatch):
+def test_failed_export_leaves_only_the_rejected_graph_behind(tmp_path, monkeypatch):
     from deploy.compare import Tolerance
 
     monkeypatch.setattr(pipeline, "tolerance_for", lambda p: Tolerance(p, 0.0, True))
     out = tmp_path / "new" / "art"
     res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(out)])
-    assert res.exit_code == 3 and not (tmp_path / "new").exists()
+    # the folders it created stay only to hold the graph that failed, for inspection; nothing else is written
+    assert res.exit_code == 3 and [p.name for p in out.iterdir()] == ["rejected"]
+    assert [p.name for p in (out / "rejected").iterdir()] == ["convmlp_s.onnx"]
+    # a run that fails before any graph is made leaves no folder behind
+    bad, empty = tmp_path / "other" / "art", tmp_path / "no_images"
+    empty.mkdir()
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(bad), "--int8", "--calibration", str(empty)])
+    assert res.exit_code == 2 and "no image" in res.output and not (tmp_path / "other").exists()
 
 
 def test_reexport_lists_stale_graphs(exported, tmp_path):

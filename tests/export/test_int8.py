@@ -51,6 +51,9 @@ def test_written_validated_and_described(exported):
     assert meta["quantizer"].startswith("onnxruntime.quantization")
     graph_opset = next(o.version for o in _graph(exported).opset_import if o.domain in ("", "ai.onnx"))
     assert meta["opset"] == str(graph_opset) == str(report["int8"]["opset"])  # what the graph imports
+    # the synthetic weights pass as plain INT8: the fallback (on by default) moved nothing back to float
+    assert report["int8"]["fallback_mode"] == "auto" and report["int8"]["fallback"] is None
+    assert "int8_fallback" not in meta
 
 
 def test_obeys_tensorrt_explicit_quantization_rules(exported):
