@@ -10,7 +10,6 @@ of the run passed, so a failed run never replaces a good artifact.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import shutil
@@ -63,6 +62,7 @@ from .onnx import (
     set_metadata,
 )
 from .openvino import check_openvino, ir_name, openvino_version, write_ir
+from .rejected import REJECTED_DIR, Rejected, keep_rejected, remove_rejected
 from .simplify import SimplifyResult, simplify
 
 __all__ = ["ExportConfig", "GraphResult", "ExportResult", "Rejected", "run_export", "artifact_paths", "REJECTED_DIR"]
@@ -136,22 +136,6 @@ class GraphResult:
 
 
 @dataclass
-class Rejected:
-    """A graph that failed its gate, kept for inspection in ``rejected/`` beside the output (never at its
-    final name), and where its error first jumps (``deploy.layer_errors``; None: no jump, or FP32)."""
-
-    name: str
-    path: Path
-    reference: Path | None  # the FP32 graph it was made from, kept beside it (for validate --per-layer)
-    first_jump: Any = None  # deploy.layer_errors.LayerError
-
-    def to_dict(self) -> dict[str, Any]:
-        j = self.first_jump
-        return {"path": str(self.path), "reference": str(self.reference) if self.reference else None,
-                "first_jump": None if j is None else {"layer": j.node, "op": j.op, "rel_l2": j.rel_l2}}
-
-
-@dataclass
 class ExportResult:
     config: ExportConfig
     graphs: list[GraphResult]
@@ -185,11 +169,6 @@ def artifact_paths(variant: str, output_dir: Path) -> dict[str, Path]:
     }
     irs = {f"{name}.openvino": output_dir / ir_name(graphs[name].name) for name in IR_OF}
     return {**graphs, **irs, "report": output_dir / f"{stem}.report.json"}
-
-
-#: where a graph that failed its gate is kept (``rejected/<its name>``); the next export of the variant
-#: into the folder removes it
-REJECTED_DIR = "rejected"
 
 
 def _versions() -> dict[str, str]:
@@ -281,19 +260,6 @@ def _remove_stale_temp_files(folder: Path) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
         removed.append(path)
-    return removed
-
-
-def _remove_rejected(folder: Path, variant: str) -> list[Path]:
-    """The graphs of ``variant`` an earlier export kept in ``folder/rejected`` (and the folder, once empty)."""
-    kept = folder / REJECTED_DIR
-    if not kept.is_dir() or kept.is_symlink():
-        return []
-    removed = [p for p in sorted(kept.glob(f"convmlp_{variant}.*")) if p.is_file()]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        kept.rmdir()
     return removed
 
 
@@ -426,37 +392,6 @@ def _int8_fallback(
     return result
 
 
-def _keep_rejected(
-    cfg: ExportConfig, graphs: list[GraphResult], staged: dict[str, Path], checked_on: dict[str, list],
-    log: Callable[[str], None],
-) -> list[Rejected]:
-    """Move each ONNX graph that failed its gate to ``rejected/`` (with, for a reduced-precision one, the
-    staged FP32 graph it was made from beside it) and find where its error first jumps."""
-    from deploy.layer_errors import compare_layers
-
-    folder = cfg.output_dir / REJECTED_DIR
-    kept: list[Rejected] = []
-    for g in graphs:
-        if g.validation.passed or g.name not in ("fp32", "fp16", "int8", "features") or g.name not in staged:
-            continue
-        folder.mkdir(exist_ok=True)
-        path = folder / g.path.name
-        os.replace(staged.pop(g.name), path)
-        reference = None
-        if g.precision != "fp32" and "fp32" in staged:
-            reference = folder / f"convmlp_{cfg.variant}.onnx"
-            shutil.copyfile(staged["fp32"], reference)
-        item = Rejected(g.name, path, reference)
-        if reference is not None:
-            cases = checked_on[g.name]
-            x = next((c.inputs[:1] for c in cases if c.photos), cases[0].inputs[:1])  # a photograph if any
-            with contextlib.suppress(Exception):  # a diagnosis that cannot run must not hide the failure
-                item.first_jump = compare_layers(path, reference, x, precision=g.precision).first_jump
-        log(f"{g.name}: failed its gate; kept for inspection as {path}")
-        kept.append(item)
-    return kept
-
-
 def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export, simplify, convert, validate and (only if everything passed) write the artifacts.
 
@@ -492,7 +427,7 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         with _exclusive(cfg.output_dir), _sigterm_unwinds():
             for stale in _remove_stale_temp_files(cfg.output_dir):
                 log(f"removed {stale}, left by an interrupted export")
-            for earlier in _remove_rejected(cfg.output_dir, cfg.variant):
+            for earlier in remove_rejected(cfg.output_dir, cfg.variant):
                 log(f"removed {earlier}, rejected by an earlier export")
             result = _export(cfg, log, opset, calibration, paths, names)
     except BaseException:
@@ -628,7 +563,7 @@ def _export(
 
         passed = all(g.validation.passed for g in graphs)
         if not passed:
-            rejected = _keep_rejected(cfg, graphs, staged, checked_on, log)
+            rejected = keep_rejected(cfg.output_dir, cfg.variant, graphs, staged, checked_on, log)
         if passed:
             for g in graphs:
                 g.sha256 = file_sha256(staged[g.name])
