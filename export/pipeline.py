@@ -411,6 +411,8 @@ def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None
         raise ExportOptionError(f"--int8-fallback must be {' or '.join(FALLBACK_MODES)}, not {cfg.int8_fallback!r}")
     if cfg.int8_fallback_limit is not None and cfg.int8_fallback_limit < 1:
         raise ExportOptionError(f"--int8-fallback-limit must be >= 1, got {cfg.int8_fallback_limit}")
+    if cfg.int8_fallback_limit is not None and not cfg.int8:
+        raise ExportOptionError("--int8-fallback-limit applies to --int8 exports: add --int8 --calibration DIR")
     if cfg.weights is not None and cfg.num_classes is not None:
         head = head_classes(read_checkpoint(cfg.weights))
         if head is not None and head != cfg.num_classes:

@@ -234,3 +234,6 @@ def test_fallback_options_are_checked_before_work(outlier, tmp_path):
     assert res.exit_code == 2 and "sometimes" in res.output
     res = _export({**outlier, "out": tmp_path / "o"}, "--int8-fallback-limit", "0")
     assert res.exit_code == 2 and not (tmp_path / "o").exists()
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(tmp_path / "p"), "--int8-fallback-limit", "3"])
+    assert res.exit_code == 2 and "applies to --int8" in res.output and not (tmp_path / "p").exists()
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
