@@ -1,7 +1,7 @@
 """convmlp-deploy: export, build, validate, benchmark and serve ConvMLP.
 
-Each command parses its options (groups from ``deploy.options``), makes one library call and
-presents the result (``deploy.present``). Errors map to exit codes once, in ``deploy.options.Group``:
+Each command parses its options (groups from ``deploy.cli.options``), makes one library call and
+presents the result (``deploy.cli.present``). Errors map to exit codes once, in ``deploy.cli.options.Group``:
 0 ok, 1 runtime failure, 2 usage error, 3 validation failed.
 """
 
@@ -14,8 +14,7 @@ from typing import Any
 import click
 
 from convmlp import __version__
-from deploy.loader import ModelSource
-from deploy.options import (
+from deploy.cli.options import (
     PERCENTILES,
     PROFILE,
     RESOLUTION,
@@ -32,7 +31,8 @@ from deploy.options import (
     model_source,
     runtime_options,
 )
-from deploy.present import PLOT_FORMATS, count_progress, echo_notes
+from deploy.cli.present import PLOT_FORMATS, count_progress, echo_notes
+from deploy.loader import ModelSource
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -60,7 +60,7 @@ def main() -> None:
 def profile(source: ModelSource, resolution: tuple[tuple[int, int], ...], features: bool, out: JsonOut) -> None:
     """Parameters and GMACs (multiply-accumulates) at each resolution, batch 1."""
     from convmlp.profile import profile_variant
-    from deploy.present import echo_profile
+    from deploy.cli.present import echo_profile
 
     results = [p.to_dict() for p in profile_variant(source.variant, list(resolution), features_only=features)]
     if not out.emit(results[0] if len(results) == 1 else results):
@@ -113,7 +113,7 @@ def export(source: ModelSource, num_classes: int | None, labels: str | None, out
     (removed by the next export) and the layer where its error first jumps is named.
     --json-out also keeps the report of a failed run.
     """
-    from deploy.present import echo_export, export_failure
+    from deploy.cli.present import echo_export, export_failure
     from export.pipeline import ExportConfig, run_export
 
     cfg = ExportConfig(
@@ -160,8 +160,8 @@ def validate(source: ModelSource, endpoint: Any, runtime: Runtime, provider: str
     --endpoint HOST:PORT --model-name NAME sends the grid to a running KServe-v2 server instead
     (serve, or Triton serving a 'triton' repository); --precision then names the served precision.
     """
-    from deploy.present import echo_layers, echo_validation, validation_failure
-    from deploy.validate import validate_file
+    from deploy.cli.present import echo_layers, echo_validation, validation_failure
+    from deploy.commands.validate import validate_file
 
     options = runtime.options.with_(providers=[provider] if provider else None)
     log = (lambda shape: None) if out.printing else (lambda shape: click.echo(f"  case {shape}", err=True))
@@ -205,8 +205,8 @@ def build(source: ModelSource, min_shape: Any, opt_shape: Any, max_shape: Any, p
     only on the GPU model and TensorRT version that built them, unless built
     with --hardware-compat / --version-compatible.
     """
+    from deploy.cli.present import echo_build
     from deploy.modelfile.profiles import profiles_from_options
-    from deploy.present import echo_build
     from deploy.trt.builder import BuildOptions, build_engine
 
     options = BuildOptions(workspace_gib=workspace_gib, opt_level=opt_level,
@@ -222,8 +222,8 @@ def build(source: ModelSource, min_shape: Any, opt_shape: Any, max_shape: Any, p
 @json_output()
 def doctor(out: JsonOut) -> None:
     """What this machine has (GPU, CUDA, onnxruntime, TensorRT, OpenVINO...) and which commands can run."""
-    from deploy.doctor import collect
-    from deploy.present import echo_doctor
+    from deploy.cli.present import echo_doctor
+    from deploy.commands.doctor import collect
 
     report = collect()
     if not out.emit(report):
@@ -266,14 +266,14 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
     (perf_analyzer-like: throughput, p50/p90/p99; shapes in turn from --batch x --resolution).
     Full guide: docs/benchmark.md.
     """
-    from deploy.bench import TimingConfig, plan_benchmark, plot_report, run_plan, write_text
-    from deploy.present import bench_progress, echo_benchmark
+    from deploy.cli.present import bench_progress, echo_benchmark
+    from deploy.commands.bench import TimingConfig, plan_benchmark, plot_report, run_plan, write_text
 
     if duration_s is not None and iterations is not None:
         raise click.UsageError("give either --duration-s or --iterations, not both")
     if endpoint is not None:
-        from deploy.bench.endpoint import run_concurrency
-        from deploy.present import echo_endpoint_report, endpoint_block
+        from deploy.cli.present import echo_endpoint_report, endpoint_block
+        from deploy.commands.bench.endpoint import run_concurrency
 
         report = run_concurrency(endpoint, [(b, 3, h, w) for b in batch for h, w in resolution], concurrency or (1, 2, 4, 8),
                                  duration_s=3.0 if duration_s is None else duration_s, warmup_s=warmup_ms / 1e3,
@@ -331,8 +331,8 @@ def triton(source: ModelSource, runtime: Runtime, repository: str, out: JsonOut,
     Names, dtypes, dims, classes and the batch limit are read from the model itself (its
     record: the graph and its metadata, or the engine's sidecar), inferred where not recorded.
     """
-    from deploy.present import echo_triton
-    from deploy.triton import write_triton_entry
+    from deploy.cli.present import echo_triton
+    from deploy.commands.triton import write_triton_entry
 
     entry = write_triton_entry(source.path, repository, format="engine" if source.engine else "onnx",
                                runtime=runtime.backend, threads=runtime.options.threads,
@@ -360,8 +360,8 @@ def predict(images: tuple[str, ...], source: ModelSource, runtime: Runtime, top_
     Images and options may come in any order. An image that cannot be read is
     reported on stderr and the others are still answered; the exit code is then 1.
     """
-    from deploy.predict import predict_files
-    from deploy.present import echo_prediction
+    from deploy.cli.present import echo_prediction
+    from deploy.commands.predict import predict_files
 
     def show(res: Any) -> None:
         if not res.ok:
@@ -397,8 +397,8 @@ def evaluate(data: str, labels_file: str | None, sources: list[ModelSource], run
     an unusable data set (empty, no class folders, bad list line, label beyond the model's
     classes); exit 1 when no image can be read.
     """
-    from deploy.evaluate import evaluate_files
-    from deploy.present import echo_evaluation
+    from deploy.cli.present import echo_evaluation
+    from deploy.commands.evaluate import evaluate_files
 
     with count_progress("evaluating", quiet=out.printing) as progress:
         report = evaluate_files(data, sources, labels_file=labels_file, backends=runtime.backends,
@@ -442,9 +442,9 @@ def serve(source: ModelSource, runtime: Runtime, model_name: str | None, labels:
       logits = c.infer("convmlp", [x]).as_numpy("logits")
     """
     import deploy
-    from deploy.present import echo_serving
-    from deploy.serve import ServeOptions, check_pytriton, default_model_name
-    from deploy.serve import serve as run_serve
+    from deploy.cli.present import echo_serving
+    from deploy.commands.serve import ServeOptions, check_pytriton, default_model_name
+    from deploy.commands.serve import serve as run_serve
 
     check_pytriton()  # before anything is loaded
     model = deploy.load(source if source.path is None else source.path, backend=runtime.backend,

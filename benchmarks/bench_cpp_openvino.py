@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy.bench.report import machine_info, machine_line, versions  # noqa: E402
+from deploy.commands.bench.report import machine_info, machine_line, versions  # noqa: E402
 
 SHAPE = (1, 3, 224, 224)
 
@@ -56,8 +56,8 @@ def cpp(exe: Path, graph: Path, runs: int) -> float:
 
 
 def python(graph: Path, runs: int) -> float:
+    from deploy.reference import sample_images
     from deploy.runners.openvino import OpenVINORunner
-    from deploy.validate import sample_images
 
     x = sample_images(SHAPE, 0)
     with OpenVINORunner(graph, precision="fp32", cache_dir="") as runner:

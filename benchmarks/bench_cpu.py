@@ -5,7 +5,7 @@ Cases: batch 1 x 224, batch 4 x 320, batch 1 x 512. Both runtimes get the same
 number of threads (``torch.set_num_threads`` / onnxruntime intra-op threads) and
 run the graph ``convmlp-deploy export`` ships (onnxslim-simplified, validated).
 
-The two runtimes are timed in alternating rounds (``deploy.bench.interleave``),
+The two runtimes are timed in alternating rounds (``deploy.commands.bench.interleave``),
 so a VM whose speed drifts moves both alike; the speed-up is the median over
 rounds of the per-round ratio, with its range. Before the runs the script
 measures the machine's FP32 matmul peak (the better of PyTorch and onnxruntime
@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import (  # noqa: E402
+from deploy.commands.bench import (  # noqa: E402
     BenchReport,
     Case,
     TimingConfig,
@@ -42,8 +42,8 @@ from deploy.bench import (  # noqa: E402
     versions,
     write_text,
 )
-from deploy.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 
 CASES = (Case(1, 224, 224), Case(4, 320, 320), Case(1, 512, 512))
 TARGET_SPEEDUP = 2.0  # the export issue's target, for batch 1 x 224 and batch 4 x 320

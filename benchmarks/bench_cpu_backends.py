@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cpu import _best_tflops, measure_cpu_peak  # noqa: E402
 
-from deploy.bench import (  # noqa: E402,I001
+from deploy.commands.bench import (  # noqa: E402,I001
     BenchReport,
     Case,
     TimingConfig,
@@ -47,8 +47,8 @@ from deploy.bench import (  # noqa: E402,I001
     versions,
     write_text,
 )
-from deploy.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 
 TARGETS = ("torch", "ort fp32", "ort int8", "ov f32", "ov bf16", "ov int8")
 _START = time.perf_counter()
@@ -119,7 +119,7 @@ def accuracy(variant: str, graphs: dict[str, Path], photos: list[Path], threads:
     import torch
 
     from convmlp.preprocess import load_image, preprocess
-    from deploy.bench.targets import open_runners
+    from deploy.commands.bench.targets import open_runners
     from deploy.compare import Tolerance, compare_outputs
     from deploy.loader import reference_model
 

@@ -4,7 +4,7 @@ For each variant, ``export`` runs twice through the same pipeline (simplified an
 validated against PyTorch): once with ``--exporter torchscript`` and once with
 ``--exporter dynamo`` (the default). Reported per variant: node counts before and
 after simplification, op counts that differ, export time; then onnxruntime FP32
-latency on the graphs, timed in alternating rounds (``deploy.bench.interleave``),
+latency on the graphs, timed in alternating rounds (``deploy.commands.bench.interleave``),
 with each graph's speed-up over the TorchScript graph (> 1: faster). A third graph,
 the dynamo export without ``export.rewrite.canonical_gelu``, shows what that
 rewrite is worth.
@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import (  # noqa: E402
+from deploy.commands.bench import (  # noqa: E402
     BenchReport,
     Case,
     TimingConfig,
@@ -35,8 +35,8 @@ from deploy.bench import (  # noqa: E402
     versions,
     write_text,
 )
-from deploy.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 
 CASES = (Case(1, 224, 224), Case(4, 320, 320))
 EXPORTERS = ("torchscript", "dynamo")

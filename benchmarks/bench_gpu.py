@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import (  # noqa: E402
+from deploy.commands.bench import (  # noqa: E402
     BenchReport,
     BenchTarget,
     BenchUsageError,
@@ -41,7 +41,7 @@ from deploy.bench import (  # noqa: E402
     versions,
     write_text,
 )
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 from deploy.errors import DeployError  # noqa: E402
 
 CASES = (Case(1, 224, 224), Case(32, 224, 224), Case(128, 224, 224), Case(8, 512, 512))

@@ -36,9 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import BenchReport, Case, TimingConfig, machine_info, prepare, resolve_target, versions, write_text  # noqa: E402,I001
-from deploy.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import BenchReport, Case, TimingConfig, machine_info, prepare, resolve_target, versions, write_text  # noqa: E402,I001
+from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 
 CASES = (Case(1, 224, 224), Case(4, 320, 320))
 LAYOUTS = ("fp32", "int8 (shipped)", "int8 (cpu layout)", "qdq s8s8 fp32", "qoperator u8s8")

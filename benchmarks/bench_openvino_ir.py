@@ -5,7 +5,7 @@ converted, then validated on OpenVINO). Reported per variant: file sizes, the
 conversion + validation time from the report, then OpenVINO's own load steps
 with no model cache (``read_model`` and ``compile_model`` at 1x3x224x224, FP32
 hint; median of ``--repeats``), and latency of the two files timed in alternating
-rounds (``deploy.bench.interleave``) at FP32 and BF16, where the CPU has BF16.
+rounds (``deploy.commands.bench.interleave``) at FP32 and BF16, where the CPU has BF16.
 
     python benchmarks/bench_openvino_ir.py --out results/                               # ~6 min on 2 cores
     python benchmarks/bench_openvino_ir.py --variants s --duration-s 0.3 --rounds 2 --out /tmp/ir   # quick check
@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import (  # noqa: E402
+from deploy.commands.bench import (  # noqa: E402
     BenchReport,
     Case,
     TimingConfig,
@@ -34,8 +34,8 @@ from deploy.bench import (  # noqa: E402
     versions,
     write_text,
 )
-from deploy.bench.interleave import run_interleaved  # noqa: E402
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench.interleave import run_interleaved  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 
 CASES = (Case(1, 224, 224),)
 _START = time.perf_counter()

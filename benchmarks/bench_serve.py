@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy.bench.report import machine_info, machine_line, versions  # noqa: E402
-from deploy.serve import free_ports  # noqa: E402
+from deploy.commands.bench.report import machine_info, machine_line, versions  # noqa: E402
+from deploy.commands.serve import free_ports  # noqa: E402
 
 SHAPES = {"224": [(1, 3, 224, 224)],
           "mixed": [(1, 3, 224, 224), (1, 3, 160, 256), (1, 3, 97, 131), (1, 3, 320, 320)]}
@@ -53,8 +53,8 @@ def start(graph: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
 
 
 def in_process(graph: Path, shapes: list[tuple[int, ...]], duration_s: float) -> float:
+    from deploy.reference import sample_images
     from deploy.runners.onnxrt import OnnxRuntimeRunner
-    from deploy.validate import sample_images
 
     xs = [sample_images(s, i) for i, s in enumerate(shapes)]
     with OnnxRuntimeRunner(graph, providers=["cpu"]) as runner:
@@ -74,7 +74,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from convmlp.spec import io_spec
-    from deploy.bench.endpoint import run_concurrency
+    from deploy.commands.bench.endpoint import run_concurrency
     from deploy.loader import reference_model
     from export.onnx import export_onnx
 

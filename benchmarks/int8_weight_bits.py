@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench.report import machine_info, machine_line, versions  # noqa: E402
+from deploy.commands.bench.report import machine_info, machine_line, versions  # noqa: E402
 
 
 def measure(variant: str, calibration: int) -> list[dict[str, object]]:
@@ -30,8 +30,8 @@ def measure(variant: str, calibration: int) -> list[dict[str, object]]:
     from convmlp.spec import io_spec
     from deploy.compare import INT8_TOLERANCE, compare_outputs
     from deploy.loader import reference_model
+    from deploy.reference import DEFAULT_GRID, photo_case, reference_cases
     from deploy.runners.onnxrt import OnnxRuntimeRunner
-    from deploy.validate import DEFAULT_GRID, photo_case, reference_cases
     from export.int8 import calibration_inputs, quantize_int8, vnni
     from export.onnx import export_onnx_proto
     from export.simplify import simplify

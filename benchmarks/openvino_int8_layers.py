@@ -32,9 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import machine_info, versions, write_text  # noqa: E402
-from deploy.bench.layer_times import LayerProfile, profile_openvino  # noqa: E402
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import machine_info, versions, write_text  # noqa: E402
+from deploy.commands.bench.layer_times import LayerProfile, profile_openvino  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 
 COMPUTE = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "FullyConnectedQuantizedLegacy",
            "FullyConnectedQuantized", "Deconvolution"}
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if min(args.batch, args.threads, args.runs, args.calibration) < 1 or args.size < 32:
         ap.error("--batch, --threads, --runs and --calibration must be >= 1 and --size >= 32")
-    from deploy.doctor import cpu_features
+    from deploy.commands.doctor import cpu_features
 
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()["flags"]))
     shape = (args.batch, 3, args.size, args.size)

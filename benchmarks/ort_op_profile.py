@@ -2,7 +2,7 @@
 
 Runs onnxruntime's own profiler (``SessionOptions.enable_profiling``) on the FP32
 graph of each variant after onnxruntime's graph optimisations, through the same
-library code as ``convmlp-deploy benchmark --per-layer`` (``deploy.bench.layer_times``), so the table shows
+library code as ``convmlp-deploy benchmark --per-layer`` (``deploy.commands.bench.layer_times``), so the table shows
 the fused ops that actually run: ``BiasGelu``, NCHWc ``Conv`` with
 ``ReorderInput``/``ReorderOutput``) and sums kernel time per op type. It answers
 "is there anything left to fuse or remove?" for the CPU speed work; the speed
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_cpu import export_variant  # noqa: E402
 
-from deploy.bench import machine_info, versions, write_text  # noqa: E402
-from deploy.bench.layer_times import profile_onnxruntime  # noqa: E402
-from deploy.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import machine_info, versions, write_text  # noqa: E402
+from deploy.commands.bench.layer_times import profile_onnxruntime  # noqa: E402
+from deploy.commands.bench.report import machine_line  # noqa: E402
 
 
 def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int) -> dict[str, Any]:

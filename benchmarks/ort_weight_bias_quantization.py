@@ -67,7 +67,7 @@ def errors(graph: Path, variant: str, weights: Path | None) -> dict[str, float]:
     import torch
 
     from deploy.loader import reference_model
-    from deploy.validate import DEFAULT_GRID, sample_images
+    from deploy.reference import DEFAULT_GRID, sample_images
 
     model = reference_model(variant, weights)
     xs = [sample_images(s, i) for i, s in enumerate(DEFAULT_GRID)]
@@ -106,7 +106,7 @@ def main() -> None:
     from click.testing import CliRunner
 
     import cli
-    from deploy.bench.report import machine_info, machine_line, versions
+    from deploy.commands.bench.report import machine_info, machine_line, versions
 
     print(machine_line(machine_info("cpu"), versions()))
     print(f"| model | default | without {PASS} | ORT_DISABLE_ALL | default vs without | without vs DISABLE_ALL |")

@@ -16,7 +16,7 @@ Then, with the CLI as a user runs it:
 - ``evaluate --data test/`` on PyTorch FP32, onnxruntime FP32, the FP16 graph, OpenVINO (BF16 where
   the CPU has it, else its FP32), and each INT8 graph (onnxruntime; the CPU layout also on OpenVINO);
 - the trained network's INT8 graphs before the fallback (the rejected graph) and after it, against
-  its FP32 graph, timed interleaved on onnxruntime and OpenVINO (``deploy.bench``, what ``benchmark``
+  its FP32 graph, timed interleaved on onnxruntime and OpenVINO (``deploy.commands.bench``, what ``benchmark``
   times).
 
 Finished exports and evaluations are kept in ``--out`` and reused by a rerun.
@@ -121,9 +121,9 @@ def export(ck: Path, out: Path, calib: Path, layout: str, fallback: str) -> dict
 
 def time_before_after(exports: dict, fp32_folder: Path | None, duration_s: float, rounds: int) -> list[dict]:
     """The trained network's INT8 graphs before the fallback (the rejected graph) and after it, against its
-    FP32 graph, timed interleaved per backend at batch 1 x 224 (``deploy.bench``, as ``benchmark`` times)."""
-    from deploy.bench import Case, TimingConfig, prepare, resolve_target
-    from deploy.bench.interleave import run_interleaved
+    FP32 graph, timed interleaved per backend at batch 1 x 224 (``deploy.commands.bench``, as ``benchmark`` times)."""
+    from deploy.commands.bench import Case, TimingConfig, prepare, resolve_target
+    from deploy.commands.bench.interleave import run_interleaved
 
     graphs: dict[str, Path] = {} if fp32_folder is None else {"FP32": fp32_folder / "convmlp_s.onnx"}
     for (name, layout, fallback), e in exports.items():
@@ -161,8 +161,8 @@ def main() -> None:
 
     import torch
 
-    from deploy.bench.report import machine_info, machine_line, versions
-    from deploy.doctor import cpu_features
+    from deploy.commands.bench.report import machine_info, machine_line, versions
+    from deploy.commands.doctor import cpu_features
     from tests.draws import with_outlier
 
     out = args.out

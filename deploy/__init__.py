@@ -1,6 +1,6 @@
 """The runtime side: what a model file is (``deploy.modelfile``), the backend table and loader,
 runners (PyTorch, onnxruntime, OpenVINO, TensorRT), validation against PyTorch, TensorRT builds
-(``deploy.trt``), benchmarks (``deploy.bench``), Triton and ``serve``, ``predict``, ``evaluate``, and
+(``deploy.trt``), benchmarks (``deploy.commands.bench``), Triton and ``serve``, ``predict``, ``evaluate``, and
 the CLI's option groups and presentation.
 
 ``deploy.load(path)`` is the public API for Python services (``deploy.api``). TensorRT and CUDA are

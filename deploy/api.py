@@ -116,11 +116,11 @@ class Model:
         return preprocess(image.convert("RGB"), self.facts.preprocessing, resolution=resolution)
 
     def classify(self, images: Sequence[Any], top_k: int = 5, resolution: Any = None) -> list[list[Any]]:
-        """Top-``top_k`` classes (``deploy.predict.ClassScore``, labelled when labels are known) per image.
+        """Top-``top_k`` classes (``deploy.classes.ClassScore``, labelled when labels are known) per image.
 
         Images of the model's input size go through one batch; ``resolution="native"`` keeps each
         image's size (one inference each)."""
-        from .predict import top_k as best
+        from .classes import top_k as best
 
         self.facts.require_classifier("classify")
         xs = [self.preprocess(im, resolution) for im in images]

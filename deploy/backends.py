@@ -89,7 +89,7 @@ class Backend:
     triton_named: bool = False
     #: how messages name the runtime (PyTorch, TensorRT...)
     title: str = ""
-    #: how ``benchmark --per-layer`` times its layers (``deploy.bench.layer_times``): ``session``
+    #: how ``benchmark --per-layer`` times its layers (``deploy.commands.bench.layer_times``): ``session``
     #: (onnxruntime's own profiler), ``perf_count`` (OpenVINO's counters), ``iprofiler`` (TensorRT);
     #: set exactly where ``takes`` has ``per_layer``
     profiler: str | None = None

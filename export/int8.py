@@ -39,7 +39,6 @@ ModelOpt's ONNX quantizer would also do, but ``nvidia-modelopt[onnx]`` pulls
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -97,7 +96,7 @@ def vnni() -> bool:
     layout quantizes weights to 7 bits (``reduce_range``), as onnxruntime's quantization guide advises.
     Measured on ConvMLP-S, AMD EPYC without VNNI: rel L2 0.104-0.121 with 8-bit weights (fails the gate),
     0.071-0.080 with 7-bit."""
-    from deploy.doctor import cpu_features
+    from deploy.machine import cpu_features
 
     flags = set(cpu_features()["flags"])
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -105,12 +104,9 @@ def vnni() -> bool:
 
 def quantizer_version() -> str | None:
     """The onnxruntime (or onnxruntime-gpu) version whose quantizer is used."""
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+    from deploy.machine import dist_version
+
+    return dist_version("onnxruntime", "onnxruntime-gpu")
 
 
 @dataclass

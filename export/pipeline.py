@@ -42,9 +42,9 @@ from deploy.modelfile.metadata import (
     labels_metadata,
     read_labels,
 )
+from deploy.reference import DEFAULT_GRID, Shape, compare_runner, photo_case, reference_cases
 from deploy.runners.onnxrt import OnnxRuntimeRunner
 from deploy.runners.openvino import OpenVINORunner
-from deploy.validate import DEFAULT_GRID, Shape, compare_runner, photo_case, reference_cases
 
 from .errors import ExportError, ExportOptionError
 from .fallback import MODES as FALLBACK_MODES
@@ -172,16 +172,15 @@ def artifact_paths(variant: str, output_dir: Path) -> dict[str, Path]:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from deploy.machine import dist_version
 
     out = {"convmlp-deploy": convmlp.__version__, "python": platform.python_version()}
     for dist in (
         "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "onnxslim", "onnxsim", "onnxconverter-common",
     ):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
+        version = dist_version(dist)
+        if version:
+            out[dist] = version
     return out
 
 

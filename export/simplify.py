@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import onnx
 
 from convmlp.spec import IOSpec
+from deploy.machine import dist_version
 
 from .errors import ExportError
 from .onnx import check_dynamic
@@ -31,13 +31,6 @@ class SimplifyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _run(name: str, proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -70,7 +63,7 @@ def simplify(proto: onnx.ModelProto, spec: IOSpec, simplifier: str) -> tuple[onn
     before = len(proto.graph.node)
     if simplifier == "none":
         return proto, SimplifyResult("none", None, before, before, False, "simplification off")
-    version = _version(simplifier)
+    version = dist_version(simplifier)
     try:
         out = _run(simplifier, proto)
     except ExportError:

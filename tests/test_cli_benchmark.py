@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-import deploy.bench
+import deploy.commands.bench
 
 
 def invoke(*args: str):
@@ -63,8 +63,8 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("ran")
         raise AssertionError("benchmark work started")
 
-    monkeypatch.setattr(deploy.bench, "run_benchmark", refuse)
-    monkeypatch.setattr(deploy.bench, "open_runners", refuse)
+    monkeypatch.setattr(deploy.commands.bench, "run_benchmark", refuse)
+    monkeypatch.setattr(deploy.commands.bench, "open_runners", refuse)
     return calls
 
 
@@ -108,9 +108,9 @@ def test_cuda_without_cuda_is_exit_1(no_work: list[str]) -> None:
 
 
 def test_engine_shapes_outside_profiles_exit_2_listing_them(no_work: list[str], engine: Path, monkeypatch) -> None:
-    import deploy.bench
+    import deploy.commands.bench
 
-    monkeypatch.setattr(deploy.bench, "check_environment", lambda target: None)  # as if TensorRT and CUDA were here
+    monkeypatch.setattr(deploy.commands.bench, "check_environment", lambda target: None)  # as if TensorRT and CUDA were here
     res = invoke("--engine", str(engine), "-b", "16")
     assert res.exit_code == 2 and "largest batch 8" in res.output
     assert "#0 1x3x128x128:4x3x224x224:8x3x256x256" in res.output
@@ -137,6 +137,6 @@ def test_tensorrt_missing_is_one_line_exit_1(no_work: list[str], engine: Path) -
 
 
 def test_plot_without_matplotlib_is_exit_1(no_work: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deploy.bench, "plot_available", lambda: False)
+    monkeypatch.setattr(deploy.commands.bench, "plot_available", lambda: False)
     res = invoke("-v", "s", "--plot", "out.png")
     assert res.exit_code == 1 and "matplotlib" in res.output and no_work == []

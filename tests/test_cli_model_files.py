@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-import deploy.validate as validate_mod
+import deploy.commands.validate as validate_mod
 from export.onnx import set_metadata
 
 
@@ -324,32 +324,80 @@ def test_an_ir_on_onnxruntime_is_one_line_everywhere(tmp_path):
     assert res.exit_code == 2 and "is not an ONNX graph" in res.output and _one_line(res)
 
 
-def test_imports_run_one_way():
-    """No module imports one from a higher layer: the model package knows nothing of deploy, the record
-    reader nothing of runners or commands, the runtime side nothing of the exporter or the CLI."""
+def _project_imports() -> dict[str, set[str]]:
+    """Each project module (dotted name) and the project modules it imports (``from x import y`` counts
+    ``x.y`` when that is a module)."""
     import ast
 
     root = Path(__file__).resolve().parents[1]
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for top in ("convmlp", "deploy", "export") for p in (root / top).rglob("*.py")}
+    files["cli"] = root / "cli.py"
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
+                name = ".".join(x for x in ((base if node.level else ""), node.module or "") if x)
+                names = [name] + [f"{name}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found |= {n for n in names if n in files}
+        graph[mod] = found - {mod}
+    return graph
+
+
+def test_imports_run_one_way():
+    """Layers, top down: the CLI (``cli.py``, ``deploy.cli``), the command libraries (``deploy.commands``),
+    the exporter, the core (backends, loader, runners, model files...), the model package. No module
+    imports one from a higher layer, and the exporter takes nothing from the command libraries."""
     rules = {
         "convmlp": ("deploy", "export", "cli"),
-        "deploy/modelfile": ("deploy.runners", "deploy.trt", "deploy.bench", "deploy.options", "export", "cli"),
-        "deploy/runners": ("deploy.bench", "deploy.trt.builder", "deploy.options", "export", "cli"),
-        "deploy": ("export", "cli"),
+        "deploy.modelfile": ("deploy.runners", "deploy.trt", "deploy.commands", "deploy.cli", "export", "cli"),
+        "deploy.runners": ("deploy.commands", "deploy.trt.builder", "deploy.cli", "export", "cli"),
+        "deploy.commands": ("deploy.cli", "export", "cli"),
+        "deploy": ("deploy.commands", "deploy.cli", "export", "cli"),
+        "export": ("deploy.commands", "deploy.cli", "cli"),
     }
-    for folder, banned in rules.items():
-        for path in (root / folder).rglob("*.py"):
-            tree = ast.parse(path.read_text())
-            pkg = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom):
-                    base = pkg.rsplit(".", node.level - 1)[0] if node.level else ""
-                    name = ".".join(x for x in (base if node.level else "", node.module or "") if x)
-                elif isinstance(node, ast.Import):
-                    name = node.names[0].name
-                else:
-                    continue
-                bad = [b for b in banned if name == b or name.startswith(b + ".")]
-                assert not bad, f"{path.relative_to(root)} imports {name}"
+    graph = _project_imports()
+    bad = []
+    for mod, imported in graph.items():
+        folder = max((f for f in rules if mod == f or mod.startswith(f + ".")), key=len, default=None)
+        if folder is None:
+            continue
+        if folder == "deploy" and mod.startswith(("deploy.commands", "deploy.cli")):
+            continue  # their own rows above
+        bad += [f"{mod} imports {n}" for n in imported for b in rules[folder] if n == b or n.startswith(b + ".")]
+    assert not bad, bad
+
+
+def test_no_import_circle():
+    """No chain of imports among the project's modules leads back to where it started (lazy imports
+    inside functions count too: a circle there is a layering mistake waiting for a module-level import)."""
+    graph = _project_imports()
+    for mod in graph:  # a package imports its own submodules by design: drop those edges
+        graph[mod] = {n for n in graph[mod] if not n.startswith(mod + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(n):] + [n]))
+            if n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
 
 
 def test_contradicting_metadata_is_one_line(graphs, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-import deploy.bench as bench
+import deploy.commands.bench as bench
 
 
 @pytest.fixture(scope="module")

@@ -252,7 +252,7 @@ class TensorRTRunner(Runner):
 
     def attach_profiler(self, profiler: trt.IProfiler | None) -> None:
         """Report every layer's time of each plain enqueue to ``profiler`` (None: stop). See
-        ``deploy.bench.layer_times``; CUDA-graph replays report nothing."""
+        ``deploy.commands.bench.layer_times``; CUDA-graph replays report nothing."""
         with self._lock:
             _, context = self._require()
             if profiler is None:

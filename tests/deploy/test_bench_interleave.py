@@ -1,4 +1,4 @@
-"""deploy.bench.interleave: A/B timing that a drifting machine cannot bias (fake clock),
+"""deploy.commands.bench.interleave: A/B timing that a drifting machine cannot bias (fake clock),
 and one real torch-vs-onnxruntime comparison at tiny size. No timing asserts."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy.bench import TimingConfig, expand_sweep, prepare, resolve_target, time_case
-from deploy.bench.interleave import run_interleaved, time_interleaved
+from deploy.commands.bench import TimingConfig, expand_sweep, prepare, resolve_target, time_case
+from deploy.commands.bench.interleave import run_interleaved, time_interleaved
 from tests.deploy.test_benchmark import FakeClock, FakeRunner
 
 SHAPE = (1, 3, 32, 32)

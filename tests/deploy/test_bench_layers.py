@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from deploy.bench import layer_times as layer_profile
-from deploy.bench.layer_times import aggregate, profile_onnxruntime
+from deploy.commands.bench import layer_times as layer_profile
+from deploy.commands.bench.layer_times import aggregate, profile_onnxruntime
 from deploy.errors import DeployError
 from tests.deploy.test_trt_runner import GPU_REASON, gpu
 

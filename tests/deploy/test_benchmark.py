@@ -1,4 +1,4 @@
-"""deploy.bench: pure statistics, the timing loop (fake runners and a fake clock),
+"""deploy.commands.bench: pure statistics, the timing loop (fake runners and a fake clock),
 target checks, reports, and real torch / onnxruntime runs at tiny size. No timing asserts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy.bench import (
+from deploy.commands.bench import (
     BenchReport,
     BenchUsageError,
     Case,
@@ -27,8 +27,8 @@ from deploy.bench import (
     summarize_case,
     time_case,
 )
-from deploy.bench import stats as S
-from deploy.bench import timing as T
+from deploy.commands.bench import stats as S
+from deploy.commands.bench import timing as T
 from deploy.errors import DeployError
 from deploy.runners.base import Runner
 
@@ -511,7 +511,7 @@ def test_markdown_and_csv_have_one_row_per_case() -> None:
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from deploy.bench import plot_report
+    from deploy.commands.bench import plot_report
 
     out = plot_report(_report(), tmp_path / "sub" / "bench.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -19,7 +19,7 @@ import torch
 
 from deploy.compare import BF16_TOLERANCE, FP32_TOLERANCE, compare_outputs
 from deploy.loader import reference_model
-from deploy.validate import sample_images
+from deploy.reference import sample_images
 from export.onnx import set_metadata
 
 CPP = Path(__file__).resolve().parents[2] / "deploy" / "cpp"

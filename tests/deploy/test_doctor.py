@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 import cli
-from deploy.doctor import collect, cpu_features
+from deploy.commands.doctor import collect, cpu_features
 from deploy.trt.version import tensorrt_version
 
 COMMANDS = {"profile", "export", "export --fp16", "export --int8", "export --openvino", "validate --onnx",

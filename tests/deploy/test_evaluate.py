@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import cli
 from convmlp.preprocess import load_image, preprocess
-from deploy.evaluate import DatasetError, load_dataset
+from deploy.commands.evaluate import DatasetError, load_dataset
 from deploy.loader import reference_model
 from tests.photos import HELD_OUT_PHOTOS, make_photo_set
 

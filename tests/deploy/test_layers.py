@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 import cli
 from deploy.layer_errors import compare_layers
-from deploy.validate import sample_images
+from deploy.reference import sample_images
 
 DAMAGED = "stages.1.blocks.0.channel_mlp1.fc1/MatMul"
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import main
+from deploy.classes import top_k
 from deploy.errors import OptionError
 from deploy.modelfile.metadata import read_labels
-from deploy.predict import top_k
 from export.onnx import set_metadata
 
 

@@ -68,7 +68,7 @@ def test_profile_counts_any_size_without_memory():
 
 
 def test_memory_error_is_one_line_exit_1(monkeypatch):
-    import deploy.bench as bench
+    import deploy.commands.bench as bench
 
     def boom(*a, **k):
         raise MemoryError("Unable to allocate 112. GiB for an array")

@@ -23,9 +23,9 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from deploy.commands.serve import free_ports
 from deploy.loader import reference_model
-from deploy.serve import free_ports
-from deploy.validate import sample_images
+from deploy.reference import sample_images
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -241,7 +241,7 @@ def test_endpoint_problems_are_one_line(server, args, code, message):
 
 
 def test_setup_problems_are_one_line_before_start_up(server, s_graph_pair, make_engine, monkeypatch):
-    import deploy.serve as serve_mod
+    import deploy.commands.serve as serve_mod
 
     res = CliRunner().invoke(cli.main, ["serve", "--onnx", str(s_graph_pair["fp32"]), "--http-port", str(server["http"]),
                                         "--grpc-port", "1", "--metrics-port", "2"])

@@ -201,7 +201,7 @@ def test_failed_copy_keeps_existing_entry(tmp_path: Path, monkeypatch: pytest.Mo
     entry = repo / "convmlp_s_trt"
     before = {p: p.read_bytes() for p in entry.rglob("*") if p.is_file()}
 
-    import deploy.triton as triton_mod
+    import deploy.commands.triton as triton_mod
 
     def broken_copy(src, dst, *a, **k):
         Path(dst).write_bytes(b"half")
@@ -299,8 +299,8 @@ def test_engine_labels_come_from_its_sidecar_and_a_file_overrides_them(make_engi
 
 
 def test_schema_check_refuses_what_triton_would_not_parse() -> None:
+    from deploy.commands.triton import check_schema
     from deploy.errors import DeployError
-    from deploy.triton import check_schema
 
     assert check_schema('name: "m"\nbackend: "openvino"\nmax_batch_size: 4\n') is True
     with pytest.raises(DeployError, match="would not parse as Triton's ModelConfig"):

@@ -102,7 +102,7 @@ def test_fp32_engine_matches_pytorch_on_every_profile(engines: dict[str, Path]) 
     from deploy.compare import tolerance_for
     from deploy.loader import reference_model
     from deploy.modelfile.profiles import validation_shapes
-    from deploy.validate import validate_runner
+    from deploy.reference import validate_runner
 
     with TensorRTRunner(engines["fp32"]) as runner:
         assert runner.output_names == ["logits"] and len(runner.profiles) == 2
@@ -120,7 +120,7 @@ def test_fp16_engine_matches_pytorch(engines: dict[str, Path]) -> None:
         pytest.skip("export.fp16.to_fp16 is not available")
     from deploy.compare import tolerance_for
     from deploy.loader import reference_model
-    from deploy.validate import validate_runner
+    from deploy.reference import validate_runner
 
     with TensorRTRunner(engines["fp16"]) as runner:
         assert runner.manifest is not None and runner.manifest.precision == "fp16"
@@ -190,7 +190,7 @@ def test_cuda_graph_with_alternating_shapes_matches_pytorch_every_time(engines: 
     # every output is compared with PyTorch FP32 on its own input
     from deploy.compare import tolerance_for
     from deploy.loader import reference_model
-    from deploy.validate import compare_runner, reference_cases
+    from deploy.reference import compare_runner, reference_cases
 
     a, b, c = (2, 3, 96, 96), (2, 3, 200, 224), (1, 3, 128, 160)
     sequence = [a, a, a, b, b, a, c, a, b, b, c, c, a, b, a, a]
@@ -209,7 +209,7 @@ def test_cuda_graph_with_alternating_shapes_matches_pytorch_every_time(engines: 
 def test_version_compatible_engine_loads_from_its_sidecar(vc_engine: Path) -> None:
     from deploy.compare import tolerance_for
     from deploy.loader import reference_model
-    from deploy.validate import validate_runner
+    from deploy.reference import validate_runner
 
     with TensorRTRunner(vc_engine) as runner:
         assert runner.manifest is not None and runner.manifest.version_compatible

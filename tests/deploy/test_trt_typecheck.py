@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ["deploy/trt", "deploy/runners/tensorrt.py", "deploy/bench/layer_times.py"]
+TARGETS = ["deploy/trt", "deploy/runners/tensorrt.py", "deploy/commands/bench/layer_times.py"]
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 
 _DEF = re.compile(r"^(\s*def \w+\()(.*)(\)\s*(?:->.*)?:.*)$")

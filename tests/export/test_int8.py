@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
 import cli
-from deploy.validate import validate_onnx
+from deploy.commands.validate import validate_onnx
 from export.int8 import calibration_set
 from export.onnx import get_metadata
 from tests.photos import CALIBRATION_PHOTOS, make_photo_set
@@ -213,10 +213,10 @@ def test_numerics_are_checked_without_onnxruntimes_bias_rewrite(exported):
     import onnxruntime as ort
 
     from deploy.backends import RunnerOptions, backend
-    from deploy.bench import resolve_target
-    from deploy.bench.targets import _options
+    from deploy.commands.bench import resolve_target
+    from deploy.commands.bench.targets import _options
+    from deploy.reference import sample_images
     from deploy.runners.onnxrt import NUMERICS_PASSES
-    from deploy.validate import sample_images
 
     graph = exported / "convmlp_s.int8.onnx"
     x = sample_images((2, 3, 224, 224), 0)

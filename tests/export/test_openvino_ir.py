@@ -107,7 +107,7 @@ def test_commands_take_the_ir(exported, tmp_path):
     assert 'backend: "openvino"' in config and 'default_model_filename: "model.xml"' in config
     assert "KIND_CPU" in config and "platform" not in config
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
-    from deploy.triton import check_schema
+    from deploy.commands.triton import check_schema
 
     assert check_schema(config)
 

@@ -4,20 +4,18 @@ and their renderings (text-table rows, markdown, CSV, JSON, plot)."""
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import io
 import json
 import os
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write_bytes, staged_path
-from ..errors import BackendUnavailable, DeployError
-from ..precision import run_precision
-from ..runners.base import Runner
+from ...artifacts import atomic_write_bytes, staged_path
+from ...errors import BackendUnavailable, DeployError
+from ...precision import run_precision
+from ...runners.base import Runner
 from .stats import (
     PerfWarning,
     TimeStats,
@@ -36,8 +34,6 @@ __all__ = [
     "summarize_case",
     "summarize_target",
     "ENQUEUE_HINTS",
-    "machine_info",
-    "versions",
     "table_columns",
     "write_text",
     "plot_report",
@@ -267,60 +263,6 @@ def summarize_target(
 
 
 # --------------------------------------------------------------------------- machine and versions
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def machine_info(device: str = "cpu") -> dict[str, Any]:
-    """CPU model and core counts; the GPU's name when ``device`` is cuda."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 0
-    info: dict[str, Any] = {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count() or 0,
-        "usable_cores": usable,
-        "gpu": None,
-        "platform": platform.platform(),
-    }
-    if device == "cuda":
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name()
-            info["cuda"] = torch.version.cuda
-    return info
-
-
-def _dist_version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of Python and the runtimes (None where a package is not installed)."""
-    return {
-        "python": platform.python_version(),
-        "torch": _dist_version("torch"),
-        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu"),
-        "tensorrt": _dist_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs"),
-        "openvino": _dist_version("openvino"),
-        "numpy": _dist_version("numpy"),
-    }
 
 
 def machine_line(machine: dict[str, Any], vers: dict[str, str | None]) -> str:

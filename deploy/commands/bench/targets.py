@@ -17,9 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..backends import BACKENDS as _BACKEND_TABLE
-from ..errors import DeployError, OptionError, words
-from ..runners.base import Runner
+from ...backends import BACKENDS as _BACKEND_TABLE
+from ...errors import DeployError, OptionError, words
+from ...runners.base import Runner
 from .timing import Case
 
 __all__ = [
@@ -95,8 +95,8 @@ def resolve_target(
     """Infer the backend (--onnx: onnxruntime, --engine: tensorrt, --variant alone: torch; see
     ``deploy.backends``) and check that the options agree; raises ``BenchUsageError``.
     Reads no file and imports no runtime."""
-    from ..backends import RunnerOptions, backend_names, default_backend, takers
-    from ..backends import backend as lookup
+    from ...backends import RunnerOptions, backend_names, default_backend, takers
+    from ...backends import backend as lookup
 
     if onnx is not None and engine is not None:
         raise BenchUsageError("give either --onnx or --engine, not both")
@@ -184,8 +184,8 @@ def check_cases(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
         raise BenchUsageError("no case to benchmark")
     if target.model_path is None:
         return target
-    from ..modelfile import describe
-    from ..modelfile.profiles import format_shape
+    from ...modelfile import describe
+    from ...modelfile.profiles import format_shape
 
     facts = describe(target.model_path, "onnx" if target.onnx is not None else "engine")
     if facts.profiles:
@@ -220,7 +220,7 @@ def _agreeing_variant(given: str | None, recorded: str | None, source: str) -> s
 def check_environment(target: BenchTarget) -> None:
     """Raise ``BackendUnavailable`` (exit 1) when this machine lacks what ``target`` needs, and
     ``OptionError`` (exit 2) for a run-time precision this CPU cannot run (``Backend.check_here``)."""
-    from ..backends import backend
+    from ...backends import backend
 
     backend(target.backend).check_here(_options(target))
 
@@ -250,7 +250,7 @@ def macs_per_image(variant: str, height: int, width: int, features: bool = False
 
 
 def _options(target: BenchTarget) -> Any:
-    from ..backends import RunnerOptions
+    from ...backends import RunnerOptions
 
     return RunnerOptions(
         device=target.device, threads=target.threads, compile=target.compile, cuda_graph=target.cuda_graph,
@@ -261,11 +261,11 @@ def _options(target: BenchTarget) -> Any:
 
 
 def _make_runner(target: BenchTarget) -> Runner:
-    from ..backends import backend
+    from ...backends import backend
 
     b = backend(target.backend)
     if b.reads == "variant":
-        from ..loader import reference_model
+        from ...loader import reference_model
 
         if target.variant is None:
             raise BenchUsageError(f"--backend {target.backend} needs --variant")

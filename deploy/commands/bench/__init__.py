@@ -1,6 +1,6 @@
 """Benchmark any runner the way trtexec does: one loop over PyTorch, onnxruntime, OpenVINO and TensorRT.
 
-    >>> from deploy.bench import TimingConfig, expand_sweep, resolve_target, run_benchmark
+    >>> from deploy.commands.bench import TimingConfig, expand_sweep, resolve_target, run_benchmark
     >>> target = resolve_target(variant="s", backend="torch", threads=2)
     >>> report = run_benchmark(target, expand_sweep([1, 8], [(224, 224)]), TimingConfig(duration_s=1))
     >>> print(report.to_markdown())
@@ -18,21 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends import RunnerOptions, takers
-from ..backends import backend as backend_row
-from ..errors import BackendUnavailable, OptionError, words
-from ..loader import ModelSource
+from ...backends import RunnerOptions, takers
+from ...backends import backend as backend_row
+from ...errors import BackendUnavailable, OptionError, words
+from ...loader import ModelSource
+from ...machine import machine_info, versions
 from .layer_times import LayerProfile, profile_onnxruntime, profile_openvino, profile_tensorrt
-from .report import (
-    BenchReport,
-    CaseResult,
-    machine_info,
-    plot_report,
-    summarize_case,
-    summarize_target,
-    versions,
-    write_text,
-)
+from .report import BenchReport, CaseResult, plot_report, summarize_case, summarize_target, write_text
 from .stats import DEFAULT_PERCENTILES, PerfWarning, TimeStats, parse_percentiles
 from .targets import (
     BACKENDS,
@@ -90,7 +82,7 @@ Progress = Callable[[int, Case, float], None]
 def prepare(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
     """All checks that come before any work: shapes against the model file (``BenchUsageError``),
     then this machine's runtimes (``BackendUnavailable``). Returns the completed target."""
-    from ..resources import TooLarge, check_fits
+    from ...resources import TooLarge, check_fits
 
     if target.engine is not None:  # what the machine lacks comes before what the sidecar says
         check_environment(target)

@@ -30,10 +30,10 @@ import numpy as np
 from convmlp.preprocess import ImageError, ResolutionLike, list_images, load_image, preprocess
 from convmlp.weights import PretrainedCfg
 
-from .api import Model
-from .backends import RunnerOptions, backend, default_backend
-from .errors import DeployError, OptionError
-from .loader import LoadedModel, ModelSource, synthetic_note
+from ..api import Model
+from ..backends import RunnerOptions, backend, default_backend
+from ..errors import DeployError, OptionError
+from ..loader import LoadedModel, ModelSource, synthetic_note
 from .predict import open_classifier
 
 __all__ = ["DatasetError", "Sample", "Dataset", "load_dataset", "BackendResult", "EvalReport", "evaluate",
@@ -325,7 +325,7 @@ def evaluate_files(
     """``evaluate``: the data set, one row per model (``open_rows``), all on the same images."""
     from contextlib import ExitStack
 
-    from .resources import check_fits
+    from ..resources import check_fits
 
     if not sources:
         raise OptionError("nothing to evaluate: give --variant, --onnx PATH or --engine PATH")

@@ -21,11 +21,11 @@ from typing import Any
 
 from convmlp import __version__
 
-from .artifacts import stage_bytes, stage_copy
-from .backends import BACKENDS, READS_IR
-from .errors import DeployError, OptionError, words
-from .modelfile import ModelFacts, TensorFacts, describe, ir_bin_path
-from .modelfile.metadata import read_labels
+from ..artifacts import stage_bytes, stage_copy
+from ..backends import BACKENDS, READS_IR
+from ..errors import DeployError, OptionError, words
+from ..modelfile import ModelFacts, TensorFacts, describe, ir_bin_path
+from ..modelfile.metadata import read_labels
 
 __all__ = [
     "TritonOptionError",

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DeployError
+from ...errors import DeployError
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -151,7 +151,7 @@ def profile_openvino(
 ) -> LayerProfile:
     """Per-node time of ``path`` (ONNX or IR) on OpenVINO's CPU plugin at ``shape``, compiled for that shape
     with ``PERF_COUNT`` (no model cache): one warm-up run, then ``runs``; each entry carries its exec type."""
-    from ..runners.openvino import OpenVINORunner
+    from ...runners.openvino import OpenVINORunner
 
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     events: list[tuple[str, str, float, str]] = []

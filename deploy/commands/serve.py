@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .api import Model
-from .errors import BackendUnavailable, DeployError, OptionError
+from ..api import Model
+from ..errors import BackendUnavailable, DeployError, OptionError
 
 __all__ = ["ServeOptions", "check_pytriton", "check_serve", "serve", "default_model_name", "group_by_shape",
            "free_ports"]

@@ -7,45 +7,27 @@ image that cannot be read fails alone: ``predict_images`` yields an error for it
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from convmlp.preprocess import ImageError, ResolutionLike
 
-from .api import Model
-from .backends import RunnerOptions
-from .errors import DeployError
-from .loader import LoadedModel, ModelSource, load_model, synthetic_note
-from .modelfile.metadata import read_labels
+from ..api import Model
+from ..backends import RunnerOptions
+from ..classes import ClassScore, top_k
+from ..errors import DeployError
+from ..loader import LoadedModel, ModelSource, load_model, synthetic_note
+from ..modelfile.metadata import read_labels
 
 __all__ = [
-    "ClassScore",
     "ImageResult",
-    "softmax",
-    "top_k",
     "open_classifier",
     "predict_images",
     "Prediction",
     "predict_files",
 ]
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    """One of the top-k classes of an image."""
-
-    rank: int
-    index: int
-    probability: float
-    label: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -69,30 +51,6 @@ class ImageResult:
             "top_k": [s.to_dict() for s in self.top],
             "error": self.error,
         }
-
-
-# --------------------------------------------------------------------------- scores
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, computed in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def top_k(logits: np.ndarray, k: int, labels: Sequence[str] | None = None) -> list[ClassScore]:
-    """The ``k`` most probable classes of one logits vector (ties: lower index first)."""
-    vec = np.asarray(logits).reshape(-1)
-    if labels is not None and len(labels) != vec.size:
-        raise DeployError(f"{len(labels)} labels for {vec.size} classes")
-    probs = softmax(vec)
-    order = np.argsort(-probs, kind="stable")[: max(0, min(k, vec.size))]
-    return [
-        ClassScore(rank=r + 1, index=int(i), probability=float(probs[i]), label=labels[i] if labels else None)
-        for r, i in enumerate(order)
-    ]
 
 
 # --------------------------------------------------------------------------- opening a model
@@ -166,7 +124,7 @@ def predict_files(
 ) -> Prediction:
     """``predict``: open the classifier, check ``labels`` and the memory a fixed ``resolution`` needs
     (before any image), then answer each image (``on_result`` as each is done)."""
-    from .resources import check_fits
+    from ..resources import check_fits
 
     loaded = open_classifier(source, backend_name=backend_name, options=options)
     names = read_labels(labels, loaded.num_classes) if labels is not None else loaded.facts.labels

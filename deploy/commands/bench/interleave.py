@@ -10,8 +10,8 @@ not land in the numbers. The speed-up is then the median over rounds of the
 per-round ratio of median latencies, and its spread over rounds says how far to
 trust it.
 
-    >>> from deploy.bench import TimingConfig, expand_sweep, resolve_target
-    >>> from deploy.bench.interleave import run_interleaved
+    >>> from deploy.commands.bench import TimingConfig, expand_sweep, resolve_target
+    >>> from deploy.commands.bench.interleave import run_interleaved
     >>> targets = [resolve_target(variant="s", backend="torch", threads=2),
     ...            resolve_target(variant="s", onnx="convmlp_s.onnx", threads=2)]
     >>> report, speedups = run_interleaved(targets, expand_sweep([1], [(224, 224)]), TimingConfig())
@@ -26,8 +26,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runners.base import Runner
-from .report import BenchReport, machine_info, summarize_target, versions
+from ...machine import machine_info, versions
+from ...runners.base import Runner
+from .report import BenchReport, summarize_target
 from .stats import DEFAULT_PERCENTILES
 from .targets import BenchTarget, open_runners
 from .timing import Case, Clock, RawTimings, TimingConfig, time_case

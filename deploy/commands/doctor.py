@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import importlib.util
 import platform
 import sys
 from typing import Any
 
-__all__ = ["collect", "component_rows", "command_rows", "cpu_features", "OPTIONAL"]
+from ..machine import cpu_features, dist_version
+
+__all__ = ["collect", "component_rows", "command_rows", "OPTIONAL"]
 
 #: optional libraries, what needs them, and how to get them
 OPTIONAL: dict[str, tuple[str, str]] = {
@@ -27,56 +27,6 @@ OPTIONAL: dict[str, tuple[str, str]] = {
 }
 _DISTS = {"onnxconverter_common": "onnxconverter-common", "modelopt": "nvidia-modelopt", "pytriton": "nvidia-pytriton"}
 
-#: /proc/cpuinfo flags that decide CPU precision: BF16 and INT8 matrix units
-_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
-              "amx_tile")
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _first_version(*dists: str) -> str | None:
-    for d in dists:
-        v = _version(d)
-        if v:
-            return v
-    return None
-
-
-def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
-    """CPU model and the ISA flags that matter for BF16/INT8 (``cpuinfo``: the text of /proc/cpuinfo)."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-                cpuinfo = fh.read()
-        except OSError:
-            cpuinfo = ""
-    model: str | None = None
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    model = model or platform.processor() or None
-    have = [f for f in _CPU_FLAGS if f in flags]
-    bf16 = "amx_bf16" in flags or "avx512_bf16" in flags
-    return {
-        "model": model,
-        "flags": have,
-        "bf16": bf16,
-        "bf16_unit": "AMX" if "amx_bf16" in flags else "AVX512_BF16" if bf16 else None,
-        "int8_unit": "AMX" if "amx_int8" in flags else "AVX512_VNNI" if "avx512_vnni" in flags
-        else "AVX_VNNI" if "avx_vnni" in flags else None,
-    }
-
-
 def _torch() -> dict[str, Any]:
     try:
         import torch
@@ -91,15 +41,15 @@ def _torch() -> dict[str, Any]:
 
 
 def _onnxruntime() -> dict[str, Any]:
-    from .runners.onnxrt import available_providers
+    from ..runners.onnxrt import available_providers
 
     providers = available_providers()
-    return {"version": _first_version("onnxruntime", "onnxruntime-gpu") if providers else None, "providers": providers}
+    return {"version": dist_version("onnxruntime", "onnxruntime-gpu") if providers else None, "providers": providers}
 
 
 def _tensorrt() -> dict[str, Any]:
-    from .errors import BackendUnavailable
-    from .trt.version import import_tensorrt
+    from ..errors import BackendUnavailable
+    from ..trt.version import import_tensorrt
 
     try:
         trt = import_tensorrt()
@@ -111,15 +61,15 @@ def _tensorrt() -> dict[str, Any]:
 def _openvino() -> dict[str, Any]:
     if importlib.util.find_spec("openvino") is None:
         return {"version": None, "capabilities": []}
-    from .runners.openvino import cpu_capabilities
+    from ..runners.openvino import cpu_capabilities
 
-    return {"version": _version("openvino"), "capabilities": cpu_capabilities()}
+    return {"version": dist_version("openvino"), "capabilities": cpu_capabilities()}
 
 
 def collect() -> dict[str, Any]:
     """A JSON-able report: Python, CPU, PyTorch/CUDA/GPU, runtimes, optional libraries, and per command
     whether it can run here (with the reason and the backends it can use)."""
-    from .backends import BACKENDS
+    from ..backends import BACKENDS
 
     torch_info = _torch()
     ort = _onnxruntime()
@@ -127,7 +77,7 @@ def collect() -> dict[str, Any]:
     ov = _openvino()
     cpu = cpu_features()
     libs = {
-        name: (_version(_DISTS.get(name, name)) or "installed") if importlib.util.find_spec(name) else None
+        name: (dist_version(_DISTS.get(name, name)) or "installed") if importlib.util.find_spec(name) else None
         for name in OPTIONAL
     }
     has_onnx = importlib.util.find_spec("onnx") is not None
@@ -198,7 +148,7 @@ def collect() -> dict[str, Any]:
 
 def component_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """(component, status) rows for the human-readable table."""
-    from .backends import BACKENDS
+    from ..backends import BACKENDS
 
     gpu, cpu, ov = report["gpu"], report["cpu"], report["openvino"]
     bf16 = f"BF16 on {cpu['bf16_unit']}" if cpu["bf16"] else "no native BF16"

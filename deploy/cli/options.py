@@ -29,12 +29,12 @@ import click
 
 from convmlp import VARIANTS, CheckpointError
 
-from .backends import BACKENDS, RunnerOptions, runtime_precisions
-from .bench.stats import parse_percentiles
-from .errors import DeployError, OptionError
-from .loader import ModelSource
-from .modelfile.profiles import ShapeProfile, parse_shape
-from .precision import ALIASES, AUTO
+from ..backends import BACKENDS, RunnerOptions, runtime_precisions
+from ..commands.bench.stats import parse_percentiles
+from ..errors import DeployError, OptionError
+from ..loader import ModelSource
+from ..modelfile.profiles import ShapeProfile, parse_shape
+from ..precision import ALIASES, AUTO
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_VALIDATION", "ValidationFailed", "Group", "GreedyCommand",
@@ -220,7 +220,7 @@ class JsonOut:
 
     def emit(self, data: Any) -> bool:
         """Write ``data`` to ``--json-out``, print it for ``--json``; True when it was printed."""
-        from .artifacts import atomic_write_json
+        from ..artifacts import atomic_write_json
         from .present import echo_json
 
         if self.path is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runners.base import MIN_SIDE, Runner
+from ...runners.base import MIN_SIDE, Runner
 
 __all__ = ["Case", "expand_sweep", "TimingConfig", "RawTimings", "time_case", "make_inputs"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeployError, OptionError
+from ...errors import DeployError, OptionError
 
 __all__ = ["LevelResult", "EndpointReport", "run_concurrency", "plot_endpoint_report"]
 
@@ -89,9 +89,9 @@ def run_concurrency(
     on_result: Callable[[LevelResult], None] | None = None,
 ) -> EndpointReport:
     """Each concurrency level of ``levels`` against the served model, shapes in turn from ``shapes``."""
-    from ..runners.endpoint import EndpointRunner, describe_endpoint
-    from ..validate import sample_images
-    from .report import machine_info, versions
+    from ...machine import machine_info, versions
+    from ...reference import sample_images
+    from ...runners.endpoint import EndpointRunner, describe_endpoint
 
     url, name, protocol = endpoint
     if not shapes or not levels:
@@ -160,7 +160,7 @@ def plot_endpoint_report(report: EndpointReport, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..artifacts import staged_path
+    from ...artifacts import staged_path
 
     xs = [r.concurrency for r in report.results]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))

@@ -265,7 +265,7 @@ def echo_build(result: Any) -> None:
 
 def echo_benchmark(run: Any, written: Sequence[str]) -> None:
     """The machine line, the summary table, trtexec's warnings, per-layer times and the files written."""
-    from .bench.report import machine_line
+    from ..commands.bench.report import machine_line
 
     report = run.report
     click.echo(machine_line(report.machine, report.versions))
@@ -315,7 +315,7 @@ def echo_evaluation(report: Any) -> None:
 
 
 def echo_doctor(report: dict[str, Any]) -> None:
-    from .doctor import command_rows, component_rows
+    from ..commands.doctor import command_rows, component_rows
 
     echo_table(component_rows(report), [("component", "component"), ("status", "status")])
     click.echo()
@@ -338,8 +338,8 @@ def endpoint_block(result: Any) -> None:
 
 def echo_endpoint_report(report: Any, csv_out: str | None, plot_out: str | None, *, quiet: bool) -> list[str]:
     """Write ``--csv``/``--plot`` of ``benchmark --endpoint``, print its table; returns the files written."""
-    from .bench.endpoint import plot_endpoint_report
-    from .bench.report import machine_line, write_text
+    from ..commands.bench.endpoint import plot_endpoint_report
+    from ..commands.bench.report import machine_line, write_text
 
     written = [str(write_text(csv_out, report.to_csv()))] if csv_out else []
     written += [str(plot_endpoint_report(report, plot_out))] if plot_out else []

@@ -1,0 +1,141 @@
+"""The references every check compares against: inputs on a grid of shapes (image-like noise, or a
+batch of the user's images) with PyTorch FP32's outputs for them, and the loop that runs a runner on
+them and compares (``deploy.compare``). ``validate``, ``export``'s gates and the INT8 fallback use it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .compare import Tolerance, ValidationReport, compare_outputs
+from .errors import DeployError
+from .runners.base import Runner
+from .runners.torch_runner import TorchRunner
+
+__all__ = [
+    "Shape",
+    "DEFAULT_GRID",
+    "sample_images",
+    "ReferenceCase",
+    "reference_cases",
+    "photo_case",
+    "compare_runner",
+    "validate_runner",
+]
+
+Shape = tuple[int, int, int, int]
+
+#: batch 1 and 3; 224x224; non-square; sides not divisible by 32; 512x512
+DEFAULT_GRID: tuple[Shape, ...] = (
+    (1, 3, 224, 224),
+    (3, 3, 224, 224),
+    (1, 3, 192, 320),
+    (3, 3, 97, 131),
+    (1, 3, 512, 512),
+)
+
+def sample_images(shape: Shape, seed: int) -> np.ndarray:
+    """Image-like inputs: smooth per-sample structure plus fine noise, in normalised units."""
+    b, c, h, w = shape
+    gen = torch.Generator().manual_seed(seed)
+    low = torch.randn(b, c, max(2, h // 32), max(2, w // 32), generator=gen) * 1.5
+    x = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    x = x + 0.3 * torch.randn(b, c, h, w, generator=gen)
+    return x.numpy().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ReferenceCase:
+    """One validation input and the PyTorch FP32 outputs for it."""
+
+    shape: Shape
+    inputs: np.ndarray
+    outputs: dict[str, np.ndarray]
+    photos: bool = False  # real photographs rather than the synthetic grid
+
+
+def reference_cases(
+    model: torch.nn.Module,
+    shapes: Sequence[Shape] = DEFAULT_GRID,
+    *,
+    output_names: list[str] | None = None,
+    seed: int = 0,
+) -> list[ReferenceCase]:
+    """Inputs and PyTorch FP32 outputs on each shape, computed once for all backends."""
+    cases = []
+    with TorchRunner(model, output_names=output_names) as ref:
+        for i, shape in enumerate(shapes):
+            x = sample_images(shape, seed + i)
+            cases.append(ReferenceCase(shape, x, ref.infer(x)))
+    return cases
+
+
+def photo_case(
+    model: torch.nn.Module,
+    images: Sequence[str | os.PathLike[str]],
+    cfg: Any,
+    *,
+    output_names: list[str] | None = None,
+    what: str = "the held-out images",
+) -> ReferenceCase:
+    """One validation case made of real photographs: each image preprocessed by ``cfg`` (the
+    variant's weights config), stacked into one batch, with PyTorch FP32's outputs.
+    Unreadable images are left out; ``DeployError`` if none is readable."""
+    from convmlp.preprocess import ImageError, load_image, preprocess
+
+    batch = []
+    for path in images:
+        try:
+            batch.append(preprocess(load_image(path), cfg))
+        except ImageError:
+            continue
+    if not batch:
+        raise DeployError(f"none of {what} could be read")
+    x = np.concatenate(batch)
+    with TorchRunner(model, output_names=output_names) as ref:
+        return ReferenceCase(tuple(x.shape), x, ref.infer(x), photos=True)  # type: ignore[arg-type]
+
+
+def compare_runner(
+    runner: Runner,
+    cases: Sequence[ReferenceCase],
+    *,
+    tolerance: Tolerance,
+    model_label: str,
+    weights: str,
+    on_case: Callable[[Shape], None] | None = None,
+) -> ValidationReport:
+    """Run ``runner`` (already entered) on each reference case and compare."""
+    results = []
+    for case in cases:
+        if on_case:
+            on_case(case.shape)
+        results.append(
+            compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tolerance, photos=case.photos)
+        )
+    return ValidationReport(runner.name, model_label, weights, tolerance, results)
+
+
+def validate_runner(
+    runner: Runner,
+    model: torch.nn.Module,
+    *,
+    shapes: Sequence[Shape] = DEFAULT_GRID,
+    tolerance: Tolerance,
+    model_label: str,
+    weights: str,
+    seed: int = 0,
+    on_case: Callable[[Shape], None] | None = None,
+) -> ValidationReport:
+    """Run ``runner`` (already entered) and PyTorch FP32 on each shape; compare."""
+    cases = reference_cases(model, shapes, output_names=runner.output_names, seed=seed)
+    return compare_runner(
+        runner, cases, tolerance=tolerance, model_label=model_label, weights=weights, on_case=on_case
+    )
