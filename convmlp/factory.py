@@ -98,43 +98,20 @@ def synthetic_label(seed: int) -> str:
     return f"synthetic(seed={seed})"
 
 
-def convmlp_s(
-    pretrained: bool = False,
-    progress: bool = True,
-    num_classes: int = 1000,
-    classifier_head: bool = True,
-    **kwargs: Any,
-) -> ConvMLP:
+# The public variants (the official API): each holds only its name and numbers; the caller's keyword
+# arguments win (``num_classes`` left out takes a checkpoint's head, else 1000), as in ``create_model``.
+
+
+def convmlp_s(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> ConvMLP:
     """ConvMLP-S: 9.0M params, 2.4 GMACs, 76.8% ImageNet-1k top-1."""
-    return create_model(
-        "s", pretrained=pretrained, progress=progress, num_classes=num_classes,
-        classifier_head=classifier_head, **kwargs,
-    )
+    return create_model("s", pretrained=pretrained, progress=progress, **kwargs)
 
 
-def convmlp_m(
-    pretrained: bool = False,
-    progress: bool = True,
-    num_classes: int = 1000,
-    classifier_head: bool = True,
-    **kwargs: Any,
-) -> ConvMLP:
+def convmlp_m(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> ConvMLP:
     """ConvMLP-M: 17.4M params, 3.9 GMACs, 79.0% ImageNet-1k top-1."""
-    return create_model(
-        "m", pretrained=pretrained, progress=progress, num_classes=num_classes,
-        classifier_head=classifier_head, **kwargs,
-    )
+    return create_model("m", pretrained=pretrained, progress=progress, **kwargs)
 
 
-def convmlp_l(
-    pretrained: bool = False,
-    progress: bool = True,
-    num_classes: int = 1000,
-    classifier_head: bool = True,
-    **kwargs: Any,
-) -> ConvMLP:
+def convmlp_l(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> ConvMLP:
     """ConvMLP-L: 42.7M params, 9.9 GMACs, 80.2% ImageNet-1k top-1."""
-    return create_model(
-        "l", pretrained=pretrained, progress=progress, num_classes=num_classes,
-        classifier_head=classifier_head, **kwargs,
-    )
+    return create_model("l", pretrained=pretrained, progress=progress, **kwargs)

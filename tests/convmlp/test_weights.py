@@ -44,6 +44,20 @@ def test_head_size_comes_from_the_checkpoint(make_checkpoint):
         create_model("s", weights=path, num_classes=1000)
 
 
+def test_variant_functions_let_the_caller_win(make_checkpoint):
+    """``convmlp_s(weights=<10-class checkpoint>)`` loads it (the variant pins no head size), and an
+    explicit ``num_classes`` the checkpoint contradicts is refused naming both."""
+    path = make_checkpoint("s", num_classes=10, seed=3)
+    model = convmlp.convmlp_s(weights=path).eval()
+    assert model.num_classes == 10
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), create_model("s", weights=path).eval()(x))
+    assert convmlp.convmlp_m().num_classes == 1000 and convmlp.convmlp_l(num_classes=7).num_classes == 7
+    with pytest.raises(CheckpointError, match="10 classes, not the 1000"):
+        convmlp.convmlp_s(weights=path, num_classes=1000)
+
+
 def test_other_model_missing_and_unexpected_keys(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 2048)}, path)
