@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from convmlp import __version__
+from deploy.cli.config_option import config_option, no_model_given, refuse_with_config
 from deploy.cli.options import (
     PERCENTILES,
     PROFILE,
@@ -27,9 +28,12 @@ from deploy.cli.options import (
     Runtime,
     ValidationFailed,
     endpoint_options,
+    export_options,
     json_output,
     model_source,
     runtime_options,
+    shape_options,
+    stream_options,
 )
 from deploy.cli.present import PLOT_FORMATS, count_progress, echo_notes
 from deploy.loader import ModelSource
@@ -69,41 +73,9 @@ def profile(source: ModelSource, resolution: tuple[tuple[int, int], ...], featur
 
 @main.command()
 @model_source(variant="required", files=(), weights="variant", pretrained=True)
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
-              help="Classes of the head [default: the --weights checkpoint's head, else 1000].")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Text file of class names, one per line, recorded in the classifier graphs (predict, "
-                   "deploy.load and triton then name classes).")
-@click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="artifacts", help="Where artifacts go.")
-@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo",
-              help="torch.onnx exporter: dynamo (torch.export, the default) or the deprecated TorchScript one.")
-@click.option("--opset", type=int, default=None,
-              help="ONNX opset [default: 18 with dynamo (18..23), 17 with torchscript (17..20)].")
-@click.option("--fp16/--no-fp16", default=False, help="Also write the mixed-precision FP16 graph for TensorRT.")
-@click.option("--features", is_flag=True, help="Also write the F1..F4 backbone graph.")
-@click.option("--openvino", is_flag=True,
-              help="Also write OpenVINO IR (.openvino.xml + .bin) of each graph but the FP16 one; needs [openvino].")
-@click.option("--int8", is_flag=True, help="Also write the INT8 Q/DQ graph (INT8+FP16 for TensorRT); needs --calibration.")
-@click.option("--calibration", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder of images (searched recursively) to calibrate --int8 on.")
-@click.option("--calibration-count", type=click.IntRange(min=1), default=512,
-              help="Images calibrated on, picked reproducibly; up to 64 others are held out for validation.")
-@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              help="How activation ranges are chosen from the calibration outputs.")
-@click.option("--int8-layout", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt",
-              help="INT8 graph for TensorRT (symmetric, INT8+FP16) or for x86 CPU runtimes (u8s8, FP32 elsewhere).")
-@click.option("--int8-fallback", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-              help="When the INT8 graph fails its gate: auto moves the layers that cost the most accuracy back "
-                   "to FP16 (FP32 in the cpu layout) until it passes; off writes nothing.")
-@click.option("--int8-fallback-limit", type=click.IntRange(min=1), default=None,
-              help="Most layers --int8-fallback may move back to float [default: a quarter of the quantized ones].")
-@click.option("--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim",
-              help="Graph simplifier; its graph is kept only if no larger and still dynamic.")
+@export_options()
 @json_output()
-def export(source: ModelSource, num_classes: int | None, labels: str | None, output_dir: str, exporter: str,
-           opset: int | None, fp16: bool, features: bool, openvino: bool, int8: bool, calibration: str | None, calibration_count: int,
-           calibration_method: str, int8_layout: str, int8_fallback: str, int8_fallback_limit: int | None,
-           simplifier: str, out: JsonOut) -> None:
+def export(source: ModelSource, options: dict[str, Any], out: JsonOut) -> None:
     """Export ConvMLP to ONNX (dynamic batch/height/width), simplify, validate, write.
 
     Writes convmlp_{v}.onnx (+ .fp16.onnx, .int8.onnx, .features.onnx, .openvino.xml)
@@ -111,23 +83,21 @@ def export(source: ModelSource, num_classes: int | None, labels: str | None, out
     PyTorch on onnxruntime first (each IR on OpenVINO); if any fails (exit 3), no
     existing artifact is replaced, the failed graph is kept in --output-dir/rejected/
     (removed by the next export) and the layer where its error first jumps is named.
-    --json-out also keeps the report of a failed run.
+    --json-out also keeps the report of a failed run. Ctrl-C (SIGINT) and SIGTERM
+    clean up and exit 130 / 143.
     """
     from deploy.cli.present import echo_export, export_failure
+    from export.errors import Interrupted
     from export.pipeline import ExportConfig, run_export
 
-    cfg = ExportConfig(
-        variant=source.variant or "", output_dir=Path(output_dir), weights=source.weights,
-        pretrained=source.pretrained, num_classes=num_classes, labels=Path(labels) if labels else None,
-        exporter=exporter, opset=opset, fp16=fp16,
-        features=features, openvino=openvino, simplifier=simplifier, int8=int8,
-        calibration=Path(calibration) if calibration else None, calibration_count=calibration_count,
-        calibration_method=calibration_method, int8_layout=int8_layout, int8_fallback=int8_fallback,
-        int8_fallback_limit=int8_fallback_limit,
-    )
-    with count_progress("calibrating", quiet=out.printing) as progress:
-        cfg.calibration_progress = progress
-        result = run_export(cfg, log=(lambda msg: None) if out.printing else (lambda msg: click.echo(msg, err=True)))
+    cfg = ExportConfig(variant=source.variant or "", weights=source.weights, pretrained=source.pretrained, **options)
+    try:
+        with count_progress("calibrating", quiet=out.printing) as progress:
+            cfg.calibration_progress = progress
+            result = run_export(cfg, log=(lambda msg: None) if out.printing else (lambda msg: click.echo(msg, err=True)))
+    except Interrupted as exc:
+        click.echo(f"Aborted! ({exc.signal_name}: the export stopped and removed its staged files)", err=True)
+        raise
     if not out.emit(result.report):
         echo_export(result)
     if not result.passed:
@@ -234,8 +204,11 @@ def doctor(out: JsonOut) -> None:
 @model_source(variant="or-hint", weights="variant", file_required=False)
 @endpoint_options(concurrency=True)
 @runtime_options(streams=True, device=True)
+@shape_options(default="static")
 @click.option("--batch", "-b", type=click.IntRange(min=1), multiple=True, default=(1,), help="Batch size(s).")
 @resolutions_option
+@stream_options(excludes=("resolution", "duration_s", "iterations", "percentiles", "peak_tflops", "per_layer",
+                          "plot_out", "concurrency"))
 @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, help="Warm-up time per case.")
 @click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Time per case (at least 10 iterations) [default: 3].")
@@ -255,7 +228,7 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
               batch: tuple[int, ...], resolution: tuple[tuple[int, int], ...],
               warmup_ms: float, duration_s: float | None, iterations: int | None, use_compile: bool, cuda_graph: bool,
               percentiles: tuple[float, ...], peak_tflops: float | None, per_layer: bool, csv_out: str | None,
-              plot_out: str | None, out: JsonOut) -> None:
+              plot_out: str | None, stream: Any, out: JsonOut) -> None:
     """Time PyTorch, onnxruntime, OpenVINO or a TensorRT engine like trtexec, over batches x resolutions.
 
     Prints throughput, latency percentiles, CV, GMACs and TFLOP/s per case (and on
@@ -264,6 +237,8 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
     outside an engine's profiles are exit 2. --endpoint HOST:PORT --model-name NAME
     --concurrency 1 2 4 8 measures a served model under concurrent clients instead
     (perf_analyzer-like: throughput, p50/p90/p99; shapes in turn from --batch x --resolution).
+    --shapes random:64-512 / cycle:224,320x480 or --shapes-file F measures a stream of sizes
+    instead, beside an interleaved --reference-size (also with --endpoint).
     Full guide: docs/benchmark.md.
     """
     from deploy.cli.present import bench_progress, echo_benchmark
@@ -271,6 +246,18 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
 
     if duration_s is not None and iterations is not None:
         raise click.UsageError("give either --duration-s or --iterations, not both")
+    if stream is not None:
+        from deploy.cli.present import echo_stream
+        from deploy.commands.bench.stream import plan_stream, run_stream
+
+        splan = plan_stream(source, stream, endpoint=endpoint, warmup_s=warmup_ms / 1e3, backend=runtime.backend,
+                            options=runtime.options, device=runtime.device, compile=use_compile, cuda_graph=cuda_graph)
+        with count_progress("stream", quiet=out.printing) as progress:
+            sreport = run_stream(splan, progress=progress)
+        written = [str(write_text(csv_out, sreport.to_csv()))] if csv_out else []
+        if not out.emit(sreport.to_dict()):
+            echo_stream(sreport, ([out.path] if out.path else []) + written)
+        return
     if endpoint is not None:
         from deploy.cli.present import echo_endpoint_report, endpoint_block
         from deploy.commands.bench.endpoint import run_concurrency
@@ -285,8 +272,9 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
         return
     timing = TimingConfig(warmup_s=warmup_ms / 1e3, duration_s=3.0 if duration_s is None else duration_s,
                           iterations=iterations)
+    given = click.get_current_context().get_parameter_source("resolution") != click.core.ParameterSource.DEFAULT
     plan = plan_benchmark(source, backend=runtime.backend, options=runtime.options, device=runtime.device,
-                          batches=batch, resolutions=resolution, timing=timing, compile=use_compile,
+                          batches=batch, resolutions=resolution if given else None, timing=timing, compile=use_compile,
                           cuda_graph=cuda_graph, percentiles=percentiles,
                           peak_tflops=peak_tflops, per_layer=per_layer, plot=plot_out is not None)
 
@@ -304,8 +292,9 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
 
 
 @main.command(cls=GreedyCommand)
-@model_source(variant=None, weights=None, file_help={"onnx": "ONNX graph from 'export', or its OpenVINO IR .xml "
-                                                             "(served by the OpenVINO backend)."})
+@model_source(variant=None, weights=None, file_required=False,
+              file_help={"onnx": "ONNX graph from 'export', or its OpenVINO IR .xml (served by the OpenVINO backend)."})
+@config_option("the entry serves")
 @runtime_options(reads=("onnx", "engine"), precision=False, streams=True,
                  backend_help="Triton backend [default: tensorrt for --engine, onnxruntime for --onnx, openvino for "
                               "an IR]; openvino serves --onnx on CPUs (with --threads, --streams as its parameters).")
@@ -325,7 +314,8 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100, help="Dynamic batcher queue delay.")
 @click.option("--overwrite", is_flag=True, help="Replace an entry of that name that serves another file or precision.")
 @json_output()
-def triton(source: ModelSource, runtime: Runtime, repository: str, out: JsonOut, **serving: Any) -> None:
+def triton(source: ModelSource, config: str | None, runtime: Runtime, repository: str, out: JsonOut,
+           **serving: Any) -> None:
     """Write a Triton model repository entry (config.pbtxt + 1/model.plan, 1/model.onnx or 1/model.xml+.bin).
 
     Names, dtypes, dims, classes and the batch limit are read from the model itself (its
@@ -334,9 +324,24 @@ def triton(source: ModelSource, runtime: Runtime, repository: str, out: JsonOut,
     from deploy.cli.present import echo_triton
     from deploy.commands.triton import write_triton_entry
 
-    entry = write_triton_entry(source.path, repository, format="engine" if source.engine else "onnx",
-                               runtime=runtime.backend, threads=runtime.options.threads,
-                               streams=runtime.options.streams, **serving)
+    if config is not None:  # --config: the instances, batching and backend parameters tune found
+        from deploy.deployconfig import load_config, model_source, triton_notes, triton_settings
+
+        refuse_with_config(("onnx", "engine", "backend", "threads", "streams", "instances", "max_batch_size",
+                            "dynamic_batching", "preferred_batch_sizes", "max_queue_delay_us", "instance_kind"))
+        check = load_config(config)
+        echo_notes([*check.warnings, *triton_notes(check.config)])
+        found = model_source(check.config)
+        if found.path is None:
+            raise click.UsageError(f"{Path(config).name} runs a PyTorch variant, which Triton has no backend for")
+        entry = write_triton_entry(found.path, repository, format="engine" if found.engine else "onnx",
+                                   **{**serving, **triton_settings(check.config)})
+    elif no_model_given(source):
+        raise click.UsageError("give exactly one of --engine or --onnx (or --config deploy.json)")
+    else:
+        entry = write_triton_entry(source.path, repository, format="engine" if source.engine else "onnx",
+                                   runtime=runtime.backend, threads=runtime.options.threads,
+                                   streams=runtime.options.streams, **serving)
     if not out.emit(entry.to_dict()):
         echo_triton(entry)
 
@@ -346,6 +351,7 @@ def triton(source: ModelSource, runtime: Runtime, repository: str, out: JsonOut,
 @model_source(variant="either", weights="variant", pretrained=True,
               file_help={"onnx": "ONNX classifier graph, or its OpenVINO IR .xml."})
 @runtime_options(threads=False, device=True)
+@shape_options()
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=5, help="Classes to show per image.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False),
               help="Class names, one per line [default: those the model file records (export --labels)].")
@@ -383,6 +389,7 @@ def predict(images: tuple[str, ...], source: ModelSource, runtime: Runtime, top_
               help="Lines 'relative/path label_index' (paths relative to --data), as ImageNet val lists.")
 @model_source(variant="row", weights="variant", pretrained=True, multiple=True)
 @runtime_options(reads=("onnx",), multiple=True, threads=False, aliases=("--onnx-backend",))
+@shape_options()
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=32, help="Images per inference.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N images.")
 @click.option("--resolution", "-r", type=RESOLUTION, default=None, help="Input size (224 or HxW) [default: the model's 224 crop].")
@@ -411,8 +418,10 @@ def evaluate(data: str, labels_file: str | None, sources: list[ModelSource], run
 
 
 @main.command()
-@model_source(variant="either", weights="variant", pretrained=True)
+@model_source(variant="either", weights="variant", pretrained=True, file_required=False)
+@config_option("serve")
 @runtime_options(device=True)
+@shape_options()
 @click.option("--model-name", default=None, help="Triton model name [default: the artifact's name, Triton-safe].")
 @click.option("--host", default="127.0.0.1", help="Address to bind (0.0.0.0: reachable from other machines).")
 @click.option("--http-port", type=click.IntRange(1, 65535), default=8000, help="KServe v2 over HTTP.")
@@ -426,8 +435,8 @@ def evaluate(data: str, labels_file: str | None, sources: list[ModelSource], run
               help="Class names, one per line (for NAME_image's labels).")
 @click.option("--start-timeout-s", type=click.FloatRange(min=1), default=120.0, help="Give up when not ready by then.")
 @json_output()
-def serve(source: ModelSource, runtime: Runtime, model_name: str | None, labels: str | None, out: JsonOut,
-          start_timeout_s: float, **server: Any) -> None:
+def serve(source: ModelSource, config: str | None, runtime: Runtime, model_name: str | None, labels: str | None,
+          out: JsonOut, start_timeout_s: float, **server: Any) -> None:
     """Serve a model on a real Triton Inference Server (PyTriton, the [serve] extra) until SIGTERM/SIGINT.
 
     NAME: input 'input' FP32 [-1, 3, -1, -1] -> 'logits' (the I/O of 'triton' repositories);
@@ -447,15 +456,101 @@ def serve(source: ModelSource, runtime: Runtime, model_name: str | None, labels:
     from deploy.commands.serve import serve as run_serve
 
     check_pytriton()  # before anything is loaded
-    model = deploy.load(source if source.path is None else source.path, backend=runtime.backend,
-                        precision=runtime.options.precision, threads=runtime.options.threads,
-                        device=runtime.options.device, labels=labels)
+    if config is not None:  # --config: exactly the deployment tune found (deploy.deployconfig)
+        from deploy.deployconfig import serve_settings
+
+        refuse_with_config(("onnx", "engine", "variant", "weights", "pretrained", "backend", "precision", "threads",
+                            "device", "max_batch", "max_queue_delay_us", "instances"))
+        model = deploy.load(config=config, labels=labels)
+        server.update(serve_settings(model.deployment))
+        echo_notes([f"--config {config}: {model.deployment.label()}, max batch {server['max_batch']}, queue delay "
+                    f"{server['max_queue_delay_us']} us, {server['instances']} instance(s)"])
+    elif no_model_given(source):
+        raise click.UsageError("give exactly one of --engine, --onnx or --variant (or --config deploy.json)")
+    else:
+        model = deploy.load(source if source.path is None else source.path, backend=runtime.backend,
+                            precision=runtime.options.precision, threads=runtime.options.threads,
+                            device=runtime.options.device, labels=labels, shapes=runtime.options.shapes)
     with model:
         options = ServeOptions(model_name=model_name or default_model_name(model), start_timeout_s=start_timeout_s,
                                **server)
         echo_notes(model.notes + ([f"--host {options.host}: the server is reachable from other machines"]
                                   if options.host not in ("127.0.0.1", "localhost", "::1") else []))
         run_serve(model, options, on_ready=lambda info: out.emit(info) or echo_serving(info, model))
+
+
+@main.command(cls=GreedyCommand)
+@model_source(variant="or-hint", files=("onnx",), weights="variant", multiple=True,
+              file_help={"onnx": "Graphs to search over: the FP32 graph (required), FP16/INT8 graphs and IRs."})
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --variant: also export the INT8 graph (CPU layout), calibrated on these images.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Held-out photographs (at least 8, up to 64 used): every precision's gate is measured on them.")
+@click.option("--gate", type=click.Choice(["images", "grid"]), default="images",
+              help="What the gates are measured on: --images, or the synthetic grid (grid: no --images needed).")
+@click.option("--shapes", default="224",
+              help="The workload: 224, 320x480, cycle:224,320x480, random:64-512, or a file of sizes.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), multiple=True, default=(1,), help="Batch size(s) to try.")
+@click.option("--objective", type=click.Choice(["latency", "throughput"]), default="latency",
+              help="What 'fastest' means: p50 latency per query, or images/s.")
+@click.option("--max-p99-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Only configurations whose p99 latency is at most this.")
+@click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Top-1 agreement with PyTorch on --images that every precision must reach [default: each "
+                   "precision's gate].")
+@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              help="Stop after this long with the best found so far.")
+@click.option("--output", "-o", type=OutputFile(), default="deploy.json",
+              help="The deployment found (serve --config, triton --config, deploy.load(config=)).")
+@click.option("--csv", "csv_out", type=OutputFile(), default=None, help="Write one CSV row per candidate.")
+@click.option("--plot", "plot_out", type=OutputFile(PLOT_FORMATS), default=None,
+              help="Image of latency against accuracy, the chosen point marked (needs matplotlib).")
+@json_output()
+def tune(sources: list[ModelSource], calibration: str | None, images: str | None, gate: str, shapes: str,
+         batch: tuple[int, ...], objective: str, max_p99_ms: float | None, min_top1_agreement: float | None,
+         budget_s: float, output: str, csv_out: str | None, plot_out: str | None, out: JsonOut) -> None:
+    """Find the fastest deployment whose accuracy gate holds, on this machine, and write it (-o deploy.json).
+
+    Searches every backend and precision this machine runs (BF16 where the CPU has it, each INT8 graph
+    given) x threads x streams x batch x shape policy. Each (graph, backend, precision) is first held to
+    its precision's gate on --images; a failing one is never timed. Survivors are timed against the best
+    so far in alternating rounds (noise cannot crown a winner) and pruned by successive halving until
+    --budget-s. Exit 2 before any work for a request that cannot work (too few images, a budget too small
+    for one candidate); exit 3 when every candidate fails its gate; Ctrl-C writes the best so far, marked
+    partial (exit 130).
+    """
+    from deploy.cli.tune_view import echo_tune, export_graphs, tune_progress
+    from deploy.commands.bench import write_text
+    from deploy.commands.tune import TuneRequest, plot_trials, prepare, run_tune, trials_csv
+    from deploy.deployconfig import write_config
+
+    variant = next((s.variant for s in sources if s.variant), None)
+    weights = next((s.weights for s in sources if s.weights), None)
+    if any(s.pretrained for s in sources):
+        raise click.UsageError("tune takes --weights (a local checkpoint), not --pretrained")
+    request = TuneRequest(onnx=[s.onnx for s in sources if s.onnx is not None], variant=variant, weights=weights,
+                          calibration=Path(calibration) if calibration else None,
+                          images=Path(images) if images else None, gate=gate, shapes=shapes, batches=batch,
+                          objective=objective, max_p99_ms=max_p99_ms, min_top1_agreement=min_top1_agreement,
+                          budget_s=budget_s, output=Path(output), export=export_graphs,
+                          log=(lambda msg: None) if out.printing else (lambda msg: click.echo(msg, err=True)))
+    prepare(request)  # exit 2 before any work
+    with tune_progress(quiet=out.printing) as progress:
+        request.on_progress = progress
+        result = run_tune(request)
+    written = [str(write_config(output, result.config))] if result.config is not None else []
+    interrupted = result.search.stopped == "interrupted"
+    if not interrupted:
+        written += [str(write_text(csv_out, trials_csv(result.rows())))] if csv_out else []
+        written += [str(plot_trials(result, plot_out))] if plot_out else []
+    if not out.emit(result.to_dict()):
+        echo_tune(result, written)
+    if interrupted:
+        click.echo("interrupted: " + (f"the best so far is in {output}, marked partial" if written else
+                                      "no candidate had passed its gate; nothing written"), err=True)
+        raise click.exceptions.Exit(130)
+    if result.failure is not None:
+        raise ValidationFailed(result.failure)
 
 
 if __name__ == "__main__":  # pragma: no cover

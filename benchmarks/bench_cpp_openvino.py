@@ -13,12 +13,11 @@ Each round runs every tool on every graph once, in a rotating order, so that dri
 table gives the median over rounds.
 
     python benchmarks/bench_cpp_openvino.py                      # S and L, 3 rounds, ~4 min on 2 cores
-    python benchmarks/bench_cpp_openvino.py --variants s --rounds 2 --runs 20
+    python benchmarks/bench_cpp_openvino.py --variants s --rounds 2 --runs 20 --out /tmp/cpp
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import subprocess
@@ -27,16 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
+from common import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deploy.commands.bench import Case
 
-from deploy.commands.bench.report import machine_info, machine_line, versions  # noqa: E402
-
-SHAPE = (1, 3, 224, 224)
-
-
+CASES = (Case(1, 224, 224),)
 def build(folder: Path) -> Path:
     import openvino
 
@@ -47,19 +43,19 @@ def build(folder: Path) -> Path:
     return folder / "convmlp_ov"
 
 
-def cpp(exe: Path, graph: Path, runs: int) -> float:
-    res = subprocess.run([str(exe), str(graph), *map(str, SHAPE), "--repeat", str(runs + 1), "--precision", "f32"],
+def cpp(exe: Path, graph: Path, runs: int, shape: tuple[int, ...]) -> float:
+    res = subprocess.run([str(exe), str(graph), *map(str, shape), "--repeat", str(runs + 1), "--precision", "f32"],
                          capture_output=True, text=True, check=True)
     m = re.search(r"median ([0-9.]+) ms", res.stderr)
     assert m, res.stderr
     return float(m.group(1))
 
 
-def python(graph: Path, runs: int) -> float:
+def python(graph: Path, runs: int, shape: tuple[int, ...]) -> float:
     from deploy.reference import sample_images
     from deploy.runners.openvino import OpenVINORunner
 
-    x = sample_images(SHAPE, 0)
+    x = sample_images(shape, 0)
     with OpenVINORunner(graph, precision="fp32", cache_dir="") as runner:
         runner.infer(x)  # compiles for the shape
         times = []
@@ -70,45 +66,59 @@ def python(graph: Path, runs: int) -> float:
     return statistics.median(times)
 
 
-def benchmark_app(graph: Path, runs: int) -> float:
+def benchmark_app(graph: Path, runs: int, shape: tuple[int, ...]) -> float:
     res = subprocess.run(["benchmark_app", "-m", str(graph), "-d", "CPU", "-hint", "latency", "-shape",
-                          f"[{','.join(map(str, SHAPE))}]", "-infer_precision", "f32", "-niter", str(runs)],
+                          f"[{','.join(map(str, shape))}]", "-infer_precision", "f32", "-niter", str(runs)],
                          capture_output=True, text=True, check=True)
     m = re.search(r"Median:\s+([0-9.]+) ms", res.stdout)
     assert m, res.stdout[-2000:]
     return float(m.group(1))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "l"], choices=["s", "m", "l"])
+def main(argv: list[str] | None = None) -> int:
+    ap = common.parser(__doc__, first_line=True)
+    common.add_variants(ap, ["s", "l"])
+    common.add_cases(ap, CASES)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=50, help="timed inferences per tool and round")
     ap.add_argument("--convmlp-ov", type=Path, default=None, help="an already built convmlp_ov")
-    args = ap.parse_args()
+    common.add_out(ap, "cpp_openvino.md", "cpp_openvino.json")
+    args = common.parse_args(ap, argv, counts=("runs",))
 
     from convmlp.spec import io_spec
     from deploy.loader import reference_model
+    from deploy.machine import machine_info, versions
     from export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="bench-cpp-ov-") as tmp:
+        common.log("build convmlp_ov" if args.convmlp_ov is None else f"use {args.convmlp_ov}")
         exe = args.convmlp_ov or build(Path(tmp) / "build")
         graphs = {v: export_onnx(reference_model(v), io_spec(v), Path(tmp) / f"convmlp_{v}.onnx") for v in args.variants}
-        tools = {"C++ convmlp_ov": lambda g: cpp(exe, g, args.runs), "Python OpenVINORunner": lambda g: python(g, args.runs),
-                 "benchmark_app": lambda g: benchmark_app(g, args.runs)}
+        tools = {"C++ convmlp_ov": lambda g, n, shape: cpp(exe, g, n, shape), "Python OpenVINORunner": python,
+                 "benchmark_app": benchmark_app}
         names = list(tools)
-        got: dict[tuple[str, str], list[float]] = {}
+        got: dict[tuple[str, str, tuple[int, ...]], list[float]] = {}
         for r in range(args.rounds):
-            for v, g in graphs.items():
-                for name in names[r % len(names):] + names[:r % len(names)]:
-                    got.setdefault((v, name), []).append(tools[name](g))
-        print(machine_line(machine_info("cpu"), versions()))
-        print(f"| variant | {' | '.join(names)} | C++ vs Python |")
-        print("| --- |" + " --- |" * (len(names) + 1))
+            for case in args.cases:
+                for v, g in graphs.items():
+                    common.log(f"round {r + 1}: {v} {case.label}")
+                    for name in names[r % len(names):] + names[:r % len(names)]:
+                        got.setdefault((v, name, case.shape), []).append(tools[name](g, args.runs, case.shape))
+    lines = [common.machine_header(), "", f"| variant | {' | '.join(names)} | C++ vs Python |",
+             "| --- |" + " --- |" * (len(names) + 1)]
+    rows = []
+    for case in args.cases:
         for v in graphs:
-            med = [float(np.median(got[(v, n)])) for n in names]
-            print(f"| {v.upper()} 1x224 | {' | '.join(f'{m:.2f} ms' for m in med)} | {med[1] / med[0]:.2f}x |")
+            med = [float(np.median(got[(v, n, case.shape)])) for n in names]
+            rows.append({"variant": v, "shape": list(case.shape), **dict(zip(names, med, strict=True)),
+                         "python_over_cpp": med[1] / med[0]})
+            lines.append(f"| {v.upper()} {case.batch}x{case.height} | {' | '.join(f'{m:.2f} ms' for m in med)} "
+                         f"| {med[1] / med[0]:.2f}x |")
+    common.write_results(args.out, "cpp_openvino", "\n".join(lines),
+                         {"machine": machine_info("cpu"), "versions": versions(), "rounds": args.rounds,
+                          "runs": args.runs, "median_ms": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

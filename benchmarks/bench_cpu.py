@@ -20,42 +20,22 @@ machine by any runtime that computes the same MACs.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.commands.bench import (  # noqa: E402
-    BenchReport,
-    Case,
-    TimingConfig,
-    machine_info,
-    prepare,
-    resolve_target,
-    versions,
-    write_text,
-)
-from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.commands.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import BenchReport, Case, prepare, resolve_target
+from deploy.commands.bench.interleave import Speedup
 
 CASES = (Case(1, 224, 224), Case(4, 320, 320), Case(1, 512, 512))
 TARGET_SPEEDUP = 2.0  # the export issue's target, for batch 1 x 224 and batch 4 x 320
 TARGET_CASES = (Case(1, 224, 224), Case(4, 320, 320))
 PEAK_N = 2048
-
-
-_START = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def export_variant(variant: str, folder: Path) -> Path:
@@ -142,11 +122,11 @@ def markdown(report: BenchReport, rows: list[dict[str, Any]], peaks: dict[str, f
     out = [
         "## CPU: PyTorch eager vs onnxruntime (FP32), interleaved",
         "",
-        f"Machine: {machine_line(report.machine, report.versions)}",
+        common.machine_header(),
         "",
         f"Threads: {args.threads} for both runtimes. {args.rounds} alternating rounds per case, "
         f"{args.duration_s} s of timing per runtime per case. "
-        f"FP32 matmul peak ({PEAK_N}^3, {args.threads} threads): "
+        f"FP32 matmul peak ({args.peak_n}^3, {args.threads} threads): "
         + ", ".join(f"{k} {v * 1e3:.0f} GFLOP/s" for k, v in peaks.items())
         + "; the better one is the roofline.",
         "",
@@ -165,62 +145,38 @@ def markdown(report: BenchReport, rows: list[dict[str, Any]], peaks: dict[str, f
             f"| **{r['speedup']:.2f}x** ({r['speedup_min']:.2f}-{r['speedup_max']:.2f}) "
             f"| {r['torch_peak_pct']:.0f}% | {r['ort_peak_pct']:.0f}% | {f(r['ceiling'], '.2f')}x | {target} |"
         )
-    out += ["", "All cases:", "", report.markdown_table(), ""]
-    notes = report.warning_lines()
-    if notes:
-        out += ["Warnings:", "", *notes, ""]
-    return "\n".join(out)
+    return "\n".join(out + common.all_cases(report))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
-    ap.add_argument("--duration-s", type=float, default=6.0, help="timed seconds per runtime per case")
-    ap.add_argument("--rounds", type=int, default=12, help="alternating rounds per case")
-    ap.add_argument("--warmup-ms", type=float, default=500.0)
-    ap.add_argument("--threads", type=int, default=2, help="threads for both runtimes")
+    ap = common.interleaved_parser(__doc__, "bench_cpu", CASES, duration_s=6.0, rounds=12, warmup_ms=500.0)
+    common.add_peak(ap, PEAK_N)
     ap.add_argument("--onnx-dir", type=Path, default=None, help="reuse/keep exported ONNX here (default: temp)")
-    ap.add_argument("--out", type=Path, required=True, help="folder for bench_cpu.md and bench_cpu.json")
-    args = ap.parse_args(argv)
-    if args.duration_s <= 0 or args.threads < 1 or args.rounds < 1:
-        ap.error("--duration-s must be > 0, --threads and --rounds >= 1")
+    args = common.parse_args(ap, argv)
+    cases = tuple(args.cases)
 
-    peaks = measure_cpu_peak(args.threads)
+    peaks = measure_cpu_peak(args.threads, args.peak_n)
     peak = max(peaks.values())
-    log("FP32 matmul peak " + ", ".join(f"{k} {v * 1e3:.0f} GFLOP/s" for k, v in peaks.items()))
-    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s, min_iterations=args.rounds)
-    report = BenchReport(
-        machine=machine_info("cpu"),
-        versions=versions(),
-        settings={"timing": timing.to_dict(), "threads": args.threads, "variants": args.variants,
-                  "rounds": args.rounds, "cases": [list(c.shape) for c in CASES],
-                  "percentiles": [90.0, 95.0, 99.0], "peak_tflops": peaks},
-    )
+    common.log("FP32 matmul peak " + ", ".join(f"{k} {v * 1e3:.0f} GFLOP/s" for k, v in peaks.items()))
+    timing = common.timing_config(args)
+    report = common.bench_report({"timing": timing.to_dict(), "threads": args.threads, "variants": args.variants,
+                                  "rounds": args.rounds, "cases": common.shapes(cases),
+                                  "percentiles": list(common.PERCENTILES), "peak_tflops": peaks})
     speedups: list[Speedup] = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx_dir = args.onnx_dir or Path(tmp)
         onnx_dir.mkdir(parents=True, exist_ok=True)
         for v in args.variants:
-            log(f"export {v}")
+            common.log(f"export {v}")
             onnx = export_variant(v, onnx_dir)
-            targets = [prepare(resolve_target(variant=v, backend="torch", threads=args.threads), CASES),
-                       prepare(resolve_target(variant=v, onnx=onnx, threads=args.threads), CASES)]
-            log(f"time {v}: torch vs onnxruntime")
-            part, found = run_interleaved(targets, CASES, timing, rounds=args.rounds,
-                                          percentiles=(90.0, 95.0, 99.0), peak_tflops=peak)
-            report.results += part.results
-            speedups += found
+            targets = [prepare(resolve_target(variant=v, backend="torch", threads=args.threads), cases),
+                       prepare(resolve_target(variant=v, onnx=onnx, threads=args.threads), cases)]
+            common.time_interleaved(report, speedups, targets, cases, timing, args.rounds, f"{v}: torch vs onnxruntime",
+                                    peak_tflops=peak)
 
     rows = comparison(report, speedups, peak)
-    data = report.to_dict()
-    data["comparison"] = rows
-    data["speedups"] = [s.to_dict() for s in speedups]
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "bench_cpu.md", markdown(report, rows, peaks, args))
-    js = write_text(args.out / "bench_cpu.json", json.dumps(data, indent=2) + "\n")
-    print(md.read_text())
-    log(f"wrote {md} and {js}")
-    return 0
+    return common.write_report(args.out, "bench_cpu", markdown(report, rows, peaks, args), report, speedups,
+                               comparison=rows)
 
 
 if __name__ == "__main__":

@@ -22,43 +22,23 @@ better; BF16: torch and OpenVINO, the better).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
+from bench_cpu import PEAK_N, _best_tflops, measure_cpu_peak
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_cpu import _best_tflops, measure_cpu_peak  # noqa: E402
-
-from deploy.commands.bench import (  # noqa: E402,I001
-    BenchReport,
-    Case,
-    TimingConfig,
-    machine_info,
-    prepare,
-    resolve_target,
-    versions,
-    write_text,
-)
-from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.commands.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import BenchReport, Case, prepare, resolve_target
+from deploy.commands.bench.interleave import Speedup
 
 TARGETS = ("torch", "ort fp32", "ort int8", "ov f32", "ov bf16", "ov int8")
-_START = time.perf_counter()
+CASES = (Case(1, 224, 224), Case(4, 320, 320), Case(1, 512, 512))
 
 
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def measure_bf16_peak(threads: int, n: int = 2048) -> dict[str, float]:
+def measure_bf16_peak(threads: int, n: int = PEAK_N) -> dict[str, float]:
     """BF16 TFLOP/s of an ``n x n x n`` matmul in PyTorch (oneDNN) and OpenVINO (bf16 hint)."""
     import torch
 
@@ -140,19 +120,14 @@ def accuracy(variant: str, graphs: dict[str, Path], photos: list[Path], threads:
 def markdown(report: BenchReport, speedups: list[Speedup], acc: dict[str, Any], peaks: dict[str, Any],
              args: Any) -> str:
     fp32_peak, bf16_peak = max(peaks["fp32"].values()), max(peaks["bf16"].values() or [0.0])
-    rows: dict[tuple[Any, ...], list[Any]] = {}
-    for r in report.results:
-        rows.setdefault((r.variant, r.batch, r.height, r.width), []).append(r)
-    sp: dict[tuple[Any, ...], list[Speedup]] = {}
-    for s in speedups:
-        sp.setdefault((s.variant, s.case.batch, s.case.height, s.case.width), []).append(s)
+    rows, sp = common.by_case(report.results), common.by_case(speedups)
     out = [
         "## CPU backends side by side (interleaved)",
         "",
-        f"Machine: {machine_line(report.machine, report.versions)}",
+        common.machine_header(),
         "",
         f"Threads: {args.threads} for every path. {args.rounds} alternating rounds per case, {args.duration_s} s "
-        "per path per case. Matmul peaks (2048^3): FP32 "
+        f"per path per case. Matmul peaks ({args.peak_n}^3): FP32 "
         + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in peaks["fp32"].items()) + " GFLOP/s; BF16 "
         + (", ".join(f"{k} {v * 1e3:.0f}" for k, v in peaks["bf16"].items()) or "not measured") + " GFLOP/s.",
         "",
@@ -168,63 +143,34 @@ def markdown(report: BenchReport, speedups: list[Speedup], acc: dict[str, Any], 
             out.append(f"| {key[0]} | {key[1]} | {key[2]}x{key[3]} | {name} | {r.precision} | {r.latency.median:.1f} "
                        f"| {r.images_per_s:.1f} | {r.tflops or 0:.3f} | {pct} | {speed} |")
     out += ["", f"Error against PyTorch FP32 on {args.photos} real photographs (held-out scikit-image photos; "
-            "INT8 calibrated on the other photographs):", "",
-            "| variant | path | rel L2 | min cosine | top-1 agreement | top-5 overlap |", "|---|---|---:|---:|---:|---:|"]
-    for v, by in acc.items():
-        for name, m in by.items():
-            out.append(f"| {v} | {name} | {m['rel_l2']:.4f} | {m['cosine_min']:.5f} | {m['top1']:.1%} | {m['top5']:.1%} |")
-    out += ["", "All cases:", "", report.markdown_table(), ""]
-    return "\n".join(out)
+            "INT8 calibrated on the other photographs):", "", *common.error_table(acc, "path")]
+    return "\n".join(out + common.all_cases(report))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
-    ap.add_argument("--cases", nargs="+", default=["1x224", "4x320", "1x512"], help="BATCHxSIDE")
-    ap.add_argument("--duration-s", type=float, default=2.0)
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--warmup-ms", type=float, default=300.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = common.interleaved_parser(__doc__, "cpu_backends", CASES, duration_s=2.0, rounds=6, warmup_ms=300.0)
+    common.add_peak(ap, PEAK_N)
     ap.add_argument("--calibration", type=int, default=128)
     ap.add_argument("--photos", type=int, default=64)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    try:
-        cases = [Case(int(b), int(s), int(s)) for b, s in (c.lower().split("x") for c in args.cases)]
-    except ValueError:
-        ap.error("--cases are BATCHxSIDE, e.g. 1x224 4x320")
-    if args.duration_s <= 0 or min(args.threads, args.rounds, args.calibration, args.photos) < 1:
-        ap.error("--duration-s must be > 0; --threads, --rounds, --calibration, --photos >= 1")
-    from tests.photos import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, make_photo_set
+    args = common.parse_args(ap, argv, counts=("calibration", "photos"))
+    cases = args.cases
 
-    peaks = {"fp32": measure_cpu_peak(args.threads), "bf16": measure_bf16_peak(args.threads)}
-    log(f"peaks (TFLOP/s): {peaks}")
-    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s, min_iterations=args.rounds)
-    report = BenchReport(machine=machine_info("cpu"), versions=versions(),
-                         settings={"timing": timing.to_dict(), "threads": args.threads, "rounds": args.rounds,
-                                   "targets": list(TARGETS), "peaks_tflops": peaks, "percentiles": [90.0, 95.0, 99.0]})
+    peaks = {"fp32": measure_cpu_peak(args.threads, args.peak_n), "bf16": measure_bf16_peak(args.threads, args.peak_n)}
+    common.log(f"peaks (TFLOP/s): {peaks}")
+    timing = common.timing_config(args)
+    report = common.interleaved_report(args, timing, targets=list(TARGETS), peaks_tflops=peaks)
     speedups: list[Speedup] = []
     acc: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        calib = make_photo_set(Path(tmp) / "calib", args.calibration, sources=CALIBRATION_PHOTOS, seed=0)
-        photos = make_photo_set(Path(tmp) / "held", args.photos, sources=HELD_OUT_PHOTOS, seed=1)
+        calib, photos = common.photo_sets(Path(tmp), args.calibration, args.photos)
         for v in args.variants:
-            log(f"{v}: export FP32 + INT8 (cpu layout)")
+            common.log(f"{v}: export FP32 + INT8 (cpu layout)")
             graphs = export_graphs(v, Path(tmp) / v, calib[0].parent, args.calibration)
             acc[v] = accuracy(v, graphs, photos, args.threads)
             targets = [prepare(t, cases) for t in targets_for(v, graphs, args.threads)]
-            log(f"{v}: time {', '.join(TARGETS)}")
-            part, found = run_interleaved(targets, cases, timing, rounds=args.rounds, percentiles=(90.0, 95.0, 99.0))
-            report.results += part.results
-            speedups += found
-    data = report.to_dict()
-    data["accuracy"] = acc
-    data["speedups"] = [s.to_dict() for s in speedups]
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "cpu_backends.md", markdown(report, speedups, acc, peaks, args))
-    write_text(args.out / "cpu_backends.json", json.dumps(data, indent=2) + "\n")
-    print(md.read_text())
-    return 0
+            common.time_interleaved(report, speedups, targets, cases, timing, args.rounds, f"{v}: {', '.join(TARGETS)}")
+    return common.write_report(args.out, "cpu_backends", markdown(report, speedups, acc, peaks, args), report,
+                               speedups, accuracy=acc)
 
 
 if __name__ == "__main__":

@@ -15,38 +15,20 @@ rewrite is worth.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 
-from deploy.commands.bench import (  # noqa: E402
-    BenchReport,
-    Case,
-    TimingConfig,
-    machine_info,
-    prepare,
-    resolve_target,
-    versions,
-    write_text,
-)
-from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.commands.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import BenchReport, Case, prepare, resolve_target
+from deploy.commands.bench.interleave import Speedup
 
 CASES = (Case(1, 224, 224), Case(4, 320, 320))
 EXPORTERS = ("torchscript", "dynamo")
 RAW = "dynamo, no GELU rewrite"
-
-_START = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def export_with(variant: str, exporter: str, folder: Path) -> dict[str, Any]:
@@ -103,7 +85,7 @@ def markdown(report: BenchReport, graphs: dict[str, dict[str, dict[str, Any]]], 
     out = [
         "## Exporters: TorchScript vs dynamo (torch.export) graphs, onnxruntime FP32, interleaved",
         "",
-        f"Machine: {machine_line(report.machine, report.versions)}",
+        common.machine_header(),
         "",
         f"Threads: {args.threads}. {args.rounds} alternating rounds per case, {args.duration_s} s of timing "
         "per graph per case. Both graphs are what `convmlp-deploy export` ships with that exporter "
@@ -125,9 +107,7 @@ def markdown(report: BenchReport, graphs: dict[str, dict[str, dict[str, Any]]], 
         f"(range over rounds) | {RAW} ms | its speed-up |",
         "|---|---:|---|---:|---:|---|---:|---|",
     ]
-    rows: dict[tuple[Any, ...], list[Any]] = {}
-    for r in report.results:  # run_interleaved appends each case's results in target order
-        rows.setdefault((r.variant, r.batch, r.height, r.width), []).append(r)
+    rows = common.by_case(report.results)  # run_interleaved appends each case's results in target order
     for s, raw in zip(speedups[0::2], speedups[1::2], strict=True):
         ts, dy, rw = rows[(s.variant, s.case.batch, s.case.height, s.case.width)]
         out.append(
@@ -140,55 +120,32 @@ def markdown(report: BenchReport, graphs: dict[str, dict[str, dict[str, Any]]], 
         a, b = by["torchscript"]["ops_shipped"], by["dynamo"]["ops_shipped"]
         diff = {op: (a.get(op, 0), b.get(op, 0)) for op in sorted(set(a) | set(b)) if a.get(op, 0) != b.get(op, 0)}
         out.append(f"- {v}: " + (", ".join(f"{op} {x} -> {y}" for op, (x, y) in diff.items()) or "none"))
-    out += ["", "All cases:", "", report.markdown_table(), ""]
-    notes = report.warning_lines()
-    if notes:
-        out += ["Warnings:", "", *notes, ""]
-    return "\n".join(out)
+    return "\n".join(out + common.all_cases(report))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
-    ap.add_argument("--duration-s", type=float, default=4.0, help="timed seconds per graph per case")
-    ap.add_argument("--rounds", type=int, default=10, help="alternating rounds per case")
-    ap.add_argument("--warmup-ms", type=float, default=500.0)
-    ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
-    ap.add_argument("--out", type=Path, required=True, help="folder for exporters.md and exporters.json")
-    args = ap.parse_args(argv)
-    if args.duration_s <= 0 or args.threads < 1 or args.rounds < 1:
-        ap.error("--duration-s must be > 0, --threads and --rounds >= 1")
+    ap = common.interleaved_parser(__doc__, "exporters", CASES, duration_s=4.0, rounds=10, warmup_ms=500.0)
+    args = common.parse_args(ap, argv)
+    cases = tuple(args.cases)
 
-    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s, min_iterations=args.rounds)
-    report = BenchReport(
-        machine=machine_info("cpu"), versions=versions(),
-        settings={"timing": timing.to_dict(), "threads": args.threads, "rounds": args.rounds,
-                  "cases": [list(c.shape) for c in CASES], "percentiles": [90.0, 95.0, 99.0]},
-    )
+    timing = common.timing_config(args)
+    report = common.bench_report({"timing": timing.to_dict(), "threads": args.threads, "rounds": args.rounds,
+                                  "cases": common.shapes(cases), "percentiles": list(common.PERCENTILES)})
     graphs: dict[str, dict[str, dict[str, Any]]] = {}
     speedups: list[Speedup] = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in args.variants:
             graphs[v] = {}
             for e in EXPORTERS:
-                log(f"export {v} with {e}")
+                common.log(f"export {v} with {e}")
                 graphs[v][e] = export_with(v, e, Path(tmp) / e)
             paths = [graphs[v][e]["path"] for e in EXPORTERS] + [export_raw_dynamo(v, Path(tmp))]
-            targets = [prepare(resolve_target(variant=v, onnx=p, threads=args.threads), CASES) for p in paths]
-            log(f"time {v}: torchscript graph vs dynamo graph vs {RAW}")
-            part, found = run_interleaved(targets, CASES, timing, rounds=args.rounds, percentiles=(90.0, 95.0, 99.0))
-            report.results += part.results
-            speedups += found
+            targets = [prepare(resolve_target(variant=v, onnx=p, threads=args.threads), cases) for p in paths]
+            common.time_interleaved(report, speedups, targets, cases, timing, args.rounds,
+                                    f"{v}: torchscript graph vs dynamo graph vs {RAW}")
 
-    data = report.to_dict()
-    data["graphs"] = graphs
-    data["speedups"] = [s.to_dict() for s in speedups]
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "exporters.md", markdown(report, graphs, speedups, args))
-    js = write_text(args.out / "exporters.json", json.dumps(data, indent=2) + "\n")
-    print(md.read_text())
-    log(f"wrote {md} and {js}")
-    return 0
+    return common.write_report(args.out, "exporters", markdown(report, graphs, speedups, args), report, speedups,
+                               graphs=graphs)
 
 
 if __name__ == "__main__":

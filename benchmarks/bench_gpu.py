@@ -13,36 +13,31 @@ within about 8 minutes on an H100.
 
     python benchmarks/bench_gpu.py --out results/ [--engines engines/]
     python benchmarks/bench_gpu.py --out results/ --plan      # print the plan only
+    python benchmarks/bench_gpu.py --variants s --cases 1x64 --duration-s 0.05 --peak-n 1024 --budget-s 0 --out /tmp/g
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 
-from deploy.commands.bench import (  # noqa: E402
+from deploy.commands.bench import (
     BenchReport,
     BenchTarget,
     BenchUsageError,
     Case,
-    TimingConfig,
     check_cases,
-    machine_info,
     prepare,
     resolve_target,
     run_benchmark,
-    versions,
-    write_text,
 )
-from deploy.commands.bench.report import machine_line  # noqa: E402
-from deploy.errors import DeployError  # noqa: E402
+from deploy.errors import DeployError
 
 CASES = (Case(1, 224, 224), Case(32, 224, 224), Case(128, 224, 224), Case(8, 512, 512))
 #: (label, torch options); compile last: its first iterations compile and take the longest
@@ -104,9 +99,9 @@ def find_engines(folder: Path | None, variants: list[str]) -> tuple[dict[str, li
     return found, notes
 
 
-def covered(target: BenchTarget) -> list[Case]:
+def covered(target: BenchTarget, cases: list[Case]) -> list[Case]:
     out = []
-    for case in CASES:
+    for case in cases:
         try:
             check_cases(target, [case])
         except BenchUsageError:
@@ -116,14 +111,14 @@ def covered(target: BenchTarget) -> list[Case]:
 
 
 def plan(args: argparse.Namespace) -> list[str]:
-    lines = [f"cases: {', '.join(c.label for c in CASES)}", f"variants: {', '.join(args.variants)}"]
+    lines = [f"cases: {', '.join(c.label for c in args.cases)}", f"variants: {', '.join(args.variants)}"]
     for label, _ in TORCH_CONFIGS:
-        lines.append(f"torch {label}: {len(args.variants) * len(CASES)} cases")
+        lines.append(f"torch {label}: {len(args.variants) * len(args.cases)} cases")
     lines.append(f"tensorrt (+ --cuda-graph): engines from {args.engines or '(none given)'}")
     per_case = args.warmup_ms / 1e3 + args.duration_s
     lines.append(f"timing: warm-up {args.warmup_ms:g} ms + {args.duration_s:g} s per case (>= 10 iterations); "
                  f"budget {args.budget_s:g} s")
-    lines.append(f"estimate without compilation: ~{len(TORCH_CONFIGS) * len(args.variants) * len(CASES) * per_case:.0f} s")
+    lines.append(f"estimate without compilation: ~{len(TORCH_CONFIGS) * len(args.variants) * len(args.cases) * per_case:.0f} s")
     return lines
 
 
@@ -131,9 +126,9 @@ def markdown(report: BenchReport, peaks: dict[str, float], notes: list[str]) -> 
     out = [
         "## GPU: PyTorch eager / torch.compile / TensorRT",
         "",
-        f"Machine: {machine_line(report.machine, report.versions)}",
+        common.machine_header("cuda"),
         "",
-        "Measured matmul peak (8192x8192): "
+        f"Measured matmul peak ({report.settings['peak_n']}x{report.settings['peak_n']}): "
         + ", ".join(f"{k} {v:.1f} TFLOP/s" for k, v in peaks.items())
         + ". % peak compares each row with the peak of its precision.",
         "",
@@ -151,17 +146,17 @@ def markdown(report: BenchReport, peaks: dict[str, float], notes: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="folder for bench_gpu.md and bench_gpu.json")
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
+    ap = common.parser(__doc__)
+    common.add_out(ap, "bench_gpu.md", "bench_gpu.json")
+    common.add_variants(ap)
+    common.add_cases(ap, CASES)
     ap.add_argument("--engines", type=Path, default=None, help="folder of TensorRT engines (+ .json sidecars)")
-    ap.add_argument("--duration-s", type=float, default=1.0, help="measured time per case")
-    ap.add_argument("--warmup-ms", type=float, default=200.0)
+    common.add_timing(ap, duration_s=1.0, warmup_ms=200.0, threads=None)
+    common.add_peak(ap, 8192)
     ap.add_argument("--budget-s", type=float, default=400.0, help="skip torch.compile rows that might end past this")
     ap.add_argument("--plan", action="store_true", help="print what would run and exit")
-    args = ap.parse_args(argv)
-    if args.duration_s <= 0 or args.warmup_ms < 0:
-        ap.error("--duration-s must be > 0 and --warmup-ms >= 0")
+    args = common.parse_args(ap, argv)
+    cases = list(args.cases)
     if args.plan:
         print("\n".join(plan(args)))
         return 0
@@ -173,25 +168,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.backends.cudnn.benchmark = True
     start = time.perf_counter()
+    log = common.log
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    peaks = {"fp16": measure_matmul_peak(torch.float16), "fp32": measure_matmul_peak(torch.float32)}
+    peaks = {"fp16": measure_matmul_peak(torch.float16, args.peak_n),
+             "fp32": measure_matmul_peak(torch.float32, args.peak_n)}
     log("matmul peak " + ", ".join(f"{k} {v:.1f} TFLOP/s" for k, v in peaks.items()))
-    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s)
-    report = BenchReport(
-        machine=machine_info("cuda"),
-        versions=versions(),
-        settings={
-            "timing": timing.to_dict(),
-            "cases": [list(c.shape) for c in CASES],
-            "peak_tflops": peaks,
-            "cudnn_benchmark": True,
-            "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        },
-    )
+    timing = common.timing_config(args)
+    report = common.bench_report({
+        "timing": timing.to_dict(),
+        "cases": common.shapes(cases),
+        "peak_tflops": peaks,
+        "peak_n": args.peak_n,
+        "cudnn_benchmark": True,
+        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+    }, device="cuda")
     notes: list[str] = []
 
     def run(target: BenchTarget, cases: list[Case], what: str) -> None:
@@ -211,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     per_case = timing.warmup_s + args.duration_s + 0.5
     for label, opts in TORCH_CONFIGS[:2]:
         for v in args.variants:
-            run(resolve_target(variant=v, backend="torch", device="cuda", **opts), list(CASES), f"torch {label} {v}")
+            run(resolve_target(variant=v, backend="torch", device="cuda", **opts), cases, f"torch {label} {v}")
 
     from deploy.trt.version import import_tensorrt
 
@@ -226,30 +217,26 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths:
                 for graph in (False, True):
                     target = resolve_target(engine=path, variant=v, cuda_graph=graph)
-                    cases = covered(target)
-                    if len(cases) < len(CASES):
+                    found = covered(target, cases)
+                    if len(found) < len(cases):
                         notes.append(f"{path.name}: profiles do not cover "
-                                     f"{', '.join(c.label for c in CASES if c not in cases)}")
-                    if cases:
-                        run(target, cases, f"tensorrt {path.name}{' cuda-graph' if graph else ''}")
+                                     f"{', '.join(c.label for c in cases if c not in found)}")
+                    if found:
+                        run(target, found, f"tensorrt {path.name}{' cuda-graph' if graph else ''}")
 
     label, opts = TORCH_CONFIGS[2]
     for v in args.variants:
         elapsed = time.perf_counter() - start
-        if elapsed + COMPILE_ALLOWANCE_S + len(CASES) * per_case > args.budget_s:
+        if elapsed + COMPILE_ALLOWANCE_S + len(cases) * per_case > args.budget_s:
             notes.append(f"torch {label} {v} skipped: {elapsed:.0f} s used of the {args.budget_s:g} s budget")
             log(notes[-1])
             continue
-        run(resolve_target(variant=v, backend="torch", device="cuda", **opts), list(CASES), f"torch {label} {v}")
+        run(resolve_target(variant=v, backend="torch", device="cuda", **opts), cases, f"torch {label} {v}")
 
     data = report.to_dict()
     data["peak_tflops"] = peaks
     data["notes"] = notes
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "bench_gpu.md", markdown(report, peaks, notes))
-    js = write_text(args.out / "bench_gpu.json", json.dumps(data, indent=2) + "\n")
-    print(md.read_text())
-    log(f"wrote {md} and {js}")
+    common.write_results(args.out, "bench_gpu", markdown(report, peaks, notes), data)
     return 0
 
 

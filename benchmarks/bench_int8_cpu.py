@@ -23,31 +23,20 @@ calibration photographs): rel L2, min cosine, top-1 agreement.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.commands.bench import BenchReport, Case, TimingConfig, machine_info, prepare, resolve_target, versions, write_text  # noqa: E402,I001
-from deploy.commands.bench.interleave import Speedup, run_interleaved  # noqa: E402
-from deploy.commands.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import BenchReport, Case, prepare, resolve_target
+from deploy.commands.bench.interleave import Speedup
 
 CASES = (Case(1, 224, 224), Case(4, 320, 320))
 LAYOUTS = ("fp32", "int8 (shipped)", "int8 (cpu layout)", "qdq s8s8 fp32", "qoperator u8s8")
-
-_START = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def _inputs(paths: list[Path], variant: str) -> list[np.ndarray]:
@@ -78,6 +67,13 @@ def _ort_quantize(src: Path, dst: Path, batches: list[np.ndarray], *, fmt: str, 
         extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True,
                        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
     )
+    import onnx
+
+    from export.onnx import set_metadata
+
+    graph = onnx.load(str(dst))  # the FP32 graph's metadata came along: it computes in int8 now
+    set_metadata(graph, {"precision": "int8"})
+    onnx.save(graph, str(dst))
     return dst
 
 
@@ -123,14 +119,12 @@ def accuracy(variant: str, graphs: dict[str, Path], held: list[Path]) -> dict[st
 
 
 def markdown(report: BenchReport, speedups: list[Speedup], acc: dict[str, Any], args: Any) -> str:
-    rows: dict[tuple[Any, ...], list[Any]] = {}
-    for r in report.results:
-        rows.setdefault((r.variant, r.batch, r.height, r.width), []).append(r)
+    rows = common.by_case(report.results)
     head = " | ".join(f"{n} ms" for n in LAYOUTS)
     out = [
         "## INT8 on the CPU: onnxruntime, interleaved",
         "",
-        f"Machine: {machine_line(report.machine, report.versions)}",
+        common.machine_header(),
         "",
         f"Threads: {args.threads}. {args.rounds} alternating rounds per case, {args.duration_s} s per graph per case. "
         f"Calibration: {args.calibration} crops of the calibration photographs (MinMax).",
@@ -138,9 +132,7 @@ def markdown(report: BenchReport, speedups: list[Speedup], acc: dict[str, Any], 
         f"| variant | batch | resolution | {head} |",
         "|---|---:|---|" + "---:|" * len(LAYOUTS),
     ]
-    by_case: dict[tuple[Any, ...], list[Speedup]] = {}
-    for s in speedups:  # run_interleaved lists each case's speed-ups in target order
-        by_case.setdefault((s.variant, s.case.batch, s.case.height, s.case.width), []).append(s)
+    by_case = common.by_case(speedups)  # run_interleaved lists each case's speed-ups in target order
     for key, results in rows.items():
         cells = []
         for i, r in enumerate(results):
@@ -152,57 +144,32 @@ def markdown(report: BenchReport, speedups: list[Speedup], acc: dict[str, Any], 
         out.append(f"| {key[0]} | {key[1]} | {key[2]}x{key[3]} | " + " | ".join(cells) + " |")
     out += ["", "Speed-up in brackets: over the FP32 graph, median of the per-round ratios.", "",
             f"Error against PyTorch FP32 on {args.held_out} held-out photographs:", "",
-            "| variant | graph | rel L2 | min cosine | top-1 agreement | top-5 overlap |", "|---|---|---:|---:|---:|---:|"]
-    for v, by in acc.items():
-        for name, m in by.items():
-            out.append(f"| {v} | {name} | {m['rel_l2']:.4f} | {m['cosine_min']:.5f} | {m['top1']:.1%} | {m['top5']:.1%} |")
-    out += ["", "All cases:", "", report.markdown_table(), ""]
-    return "\n".join(out)
+            *common.error_table(acc, "graph")]
+    return "\n".join(out + common.all_cases(report))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
-    ap.add_argument("--duration-s", type=float, default=3.0)
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--warmup-ms", type=float, default=300.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = common.interleaved_parser(__doc__, "int8_cpu", CASES, duration_s=3.0, rounds=8, warmup_ms=300.0)
     ap.add_argument("--calibration", type=int, default=128, help="calibration images")
     ap.add_argument("--held-out", type=int, default=64, help="held-out photographs for the error table")
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    if args.duration_s <= 0 or args.threads < 1 or args.rounds < 1 or args.calibration < 1 or args.held_out < 1:
-        ap.error("--duration-s must be > 0; --threads, --rounds, --calibration, --held-out >= 1")
-    from tests.photos import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, make_photo_set
+    args = common.parse_args(ap, argv, counts=("calibration", "held_out"))
+    cases = args.cases
 
-    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s, min_iterations=args.rounds)
-    report = BenchReport(machine=machine_info("cpu"), versions=versions(),
-                         settings={"timing": timing.to_dict(), "threads": args.threads, "rounds": args.rounds,
-                                   "layouts": list(LAYOUTS), "calibration": args.calibration,
-                                   "percentiles": [90.0, 95.0, 99.0]})
-    speedups: list[Speedup] = []
-    acc: dict[str, Any] = {}
+    speedups: list[Speedup] = []  # per case, in LAYOUTS order after the FP32 baseline
+    acc: dict[str, Any] = {}  # per variant: each graph's error against PyTorch FP32
+    timing = common.timing_config(args)
+    report = common.interleaved_report(args, timing, layouts=list(LAYOUTS), calibration=args.calibration)
     with tempfile.TemporaryDirectory() as tmp:
-        calib = make_photo_set(Path(tmp) / "calib", args.calibration, sources=CALIBRATION_PHOTOS, seed=0)
-        held = make_photo_set(Path(tmp) / "held", args.held_out, sources=HELD_OUT_PHOTOS, seed=1)
+        calib, held = common.photo_sets(Path(tmp), args.calibration, args.held_out)
         for v in args.variants:
-            log(f"{v}: export and quantize")
+            common.log(f"{v}: export and quantize")
             graphs = build_graphs(v, Path(tmp) / v, calib, held)
             acc[v] = accuracy(v, graphs, held)
-            targets = [prepare(resolve_target(variant=v, onnx=graphs[n], threads=args.threads), CASES)
+            targets = [prepare(resolve_target(variant=v, onnx=graphs[n], threads=args.threads), cases)
                        for n in LAYOUTS]
-            log(f"{v}: time {', '.join(LAYOUTS)}")
-            part, found = run_interleaved(targets, CASES, timing, rounds=args.rounds, percentiles=(90.0, 95.0, 99.0))
-            report.results += part.results
-            speedups += found  # per case, in LAYOUTS order after the FP32 baseline
-    data = report.to_dict()
-    data["accuracy"] = acc
-    data["speedups"] = [s.to_dict() for s in speedups]
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "int8_cpu.md", markdown(report, speedups, acc, args))
-    write_text(args.out / "int8_cpu.json", json.dumps(data, indent=2) + "\n")
-    print(md.read_text())
-    return 0
+            common.time_interleaved(report, speedups, targets, cases, timing, args.rounds, f"{v}: {', '.join(LAYOUTS)}")
+    return common.write_report(args.out, "int8_cpu", markdown(report, speedups, acc, args), report, speedups,
+                               accuracy=acc)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ rounds (``deploy.commands.bench.interleave``) at FP32 and BF16, where the CPU ha
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,27 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 
-from deploy.commands.bench import (  # noqa: E402
-    BenchReport,
-    Case,
-    TimingConfig,
-    machine_info,
-    prepare,
-    resolve_target,
-    versions,
-    write_text,
-)
-from deploy.commands.bench.interleave import run_interleaved  # noqa: E402
-from deploy.commands.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench import BenchReport, Case, prepare, resolve_target
 
 CASES = (Case(1, 224, 224),)
-_START = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def export_ir(variant: str, folder: Path) -> dict[str, Any]:
@@ -63,8 +45,8 @@ def export_ir(variant: str, folder: Path) -> dict[str, Any]:
     }
 
 
-def load_times(path: str, repeats: int) -> dict[str, float]:
-    """Median ``read_model`` and ``compile_model`` (1x3x224x224, f32, no cache) seconds."""
+def load_times(path: str, repeats: int, shape: tuple[int, ...] = (1, 3, 224, 224)) -> dict[str, float]:
+    """Median ``read_model`` and ``compile_model`` (at ``shape``, f32, no cache) seconds."""
     import openvino as ov
 
     core = ov.Core()
@@ -73,7 +55,7 @@ def load_times(path: str, repeats: int) -> dict[str, float]:
         t0 = time.perf_counter()
         model = core.read_model(path)
         t1 = time.perf_counter()
-        model.reshape({model.inputs[0].get_any_name(): [1, 3, 224, 224]})
+        model.reshape({model.inputs[0].get_any_name(): list(shape)})
         core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         t2 = time.perf_counter()
         reads.append(t1 - t0)
@@ -85,7 +67,7 @@ def markdown(report: BenchReport, facts: dict[str, dict[str, Any]], pairs: list[
     lines = [
         "# OpenVINO IR vs ONNX graph on OpenVINO",
         "",
-        f"Machine: {machine_line(report.machine, report.versions)}",
+        common.machine_header(),
         "",
         "| variant | ONNX MiB | IR MiB (xml+bin) | IR convert + validate s | IR max rel L2 vs PyTorch | "
         "read ONNX ms | read IR ms | compile from ONNX s | compile from IR s |",
@@ -98,66 +80,48 @@ def markdown(report: BenchReport, facts: dict[str, dict[str, Any]], pairs: list[
             f"{f['load']['ir']['read_s'] * 1e3:.0f} | {f['load']['onnx']['compile_s']:.2f} | "
             f"{f['load']['ir']['compile_s']:.2f} |"
         )
-    lines += ["", "Latency at 1x3x224x224, interleaved (median ms; IR speed-up over the ONNX graph, > 1: faster, "
+    shape = "x".join(map(str, report.settings["cases"][0]))
+    lines += ["", f"Latency at {shape}, interleaved (median ms; IR speed-up over the ONNX graph, > 1: faster, "
               "range over rounds):", "",
               "| variant | precision | ONNX graph ms | IR ms | IR speed-up |", "| --- | --- | ---: | ---: | --- |"]
     for p in pairs:
         s = p["speedup"]
         lines.append(f"| {p['variant'].upper()} | {p['precision']} | {p['onnx'].latency.median:.1f} | "
                      f"{p['ir'].latency.median:.1f} | {s.median:.2f}x ({s.low:.2f}-{s.high:.2f}) |")
-    lines += ["", "All cases:", "", report.markdown_table(), ""]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + common.all_cases(report))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
-    ap.add_argument("--duration-s", type=float, default=3.0, help="timed seconds per file per case")
-    ap.add_argument("--rounds", type=int, default=8, help="alternating rounds per case")
+    ap = common.interleaved_parser(__doc__, "openvino_ir", CASES, duration_s=3.0, rounds=8, warmup_ms=500.0)
     ap.add_argument("--repeats", type=int, default=5, help="load repetitions (median)")
-    ap.add_argument("--warmup-ms", type=float, default=500.0)
-    ap.add_argument("--threads", type=int, default=2, help="OpenVINO inference threads")
-    ap.add_argument("--out", type=Path, required=True, help="folder for openvino_ir.md and openvino_ir.json")
-    args = ap.parse_args(argv)
-    if args.duration_s <= 0 or args.threads < 1 or args.rounds < 1 or args.repeats < 1:
-        ap.error("--duration-s must be > 0; --threads, --rounds and --repeats >= 1")
+    args = common.parse_args(ap, argv, counts=("repeats",))
+    cases = tuple(args.cases[:1])  # one case: the load times and the pairs are per case
 
     from deploy.runners.openvino import cpu_capabilities
 
     precisions = ["f32"] + (["bf16"] if "BF16" in cpu_capabilities() else [])
-    timing = TimingConfig(warmup_s=args.warmup_ms / 1e3, duration_s=args.duration_s, min_iterations=args.rounds)
-    report = BenchReport(
-        machine=machine_info("cpu"), versions=versions(),
-        settings={"timing": timing.to_dict(), "threads": args.threads, "rounds": args.rounds,
-                  "repeats": args.repeats, "precisions": precisions, "cases": [list(c.shape) for c in CASES],
-                  "percentiles": [90.0, 99.0]},
-    )
+    timing = common.timing_config(args)
+    report = common.bench_report({"timing": timing.to_dict(), "threads": args.threads, "rounds": args.rounds,
+                                  "repeats": args.repeats, "precisions": precisions, "cases": common.shapes(cases),
+                                  "percentiles": [90.0, 99.0]})
     facts: dict[str, dict[str, Any]] = {}
     pairs: list[dict[str, Any]] = []  # per variant and precision: both results and the IR's speed-up
     with tempfile.TemporaryDirectory() as tmp:
         for v in args.variants:
-            log(f"export {v} --openvino")
+            common.log(f"export {v} --openvino")
             f = facts[v] = export_ir(v, Path(tmp) / v)
-            log(f"load {v}: ONNX graph vs IR")
-            f["load"] = {"onnx": load_times(f["onnx"], args.repeats), "ir": load_times(f["ir"], args.repeats)}
+            common.log(f"load {v}: ONNX graph vs IR")
+            f["load"] = {k: load_times(f[k], args.repeats, cases[0].shape) for k in ("onnx", "ir")}
             for precision in precisions:
                 targets = [prepare(resolve_target(variant=v, onnx=p, backend="openvino", precision=precision,
-                                                  threads=args.threads), CASES) for p in (f["onnx"], f["ir"])]
-                log(f"time {v} {precision}: ONNX graph vs IR")
-                part, found = run_interleaved(targets, CASES, timing, rounds=args.rounds, percentiles=(90.0, 99.0))
-                report.results += part.results
-                (onnx_r, ir_r), (speedup,) = part.results, found  # one case, targets in order
+                                                  threads=args.threads), cases) for p in (f["onnx"], f["ir"])]
+                (onnx_r, ir_r), (speedup,) = common.time_interleaved(  # one case, targets in order
+                    report, [], targets, cases, timing, args.rounds, f"{v} {precision}: ONNX graph vs IR",
+                    percentiles=(90.0, 99.0))
                 pairs.append({"variant": v, "precision": precision, "onnx": onnx_r, "ir": ir_r, "speedup": speedup})
 
-    data = report.to_dict()
-    data["files"] = facts
-    data["speedups"] = [{"precision": p["precision"], **p["speedup"].to_dict()} for p in pairs]
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "openvino_ir.md", markdown(report, facts, pairs))
-    js = write_text(args.out / "openvino_ir.json", json.dumps(data, indent=2) + "\n")
-    print(md.read_text())
-    log(f"wrote {md} and {js}")
-    return 0
+    return common.write_report(args.out, "openvino_ir", markdown(report, facts, pairs), report,
+                               [{"precision": p["precision"], **p["speedup"].to_dict()} for p in pairs], files=facts)
 
 
 if __name__ == "__main__":

@@ -7,22 +7,21 @@ graph replay timed alternately over ``--rounds`` rounds, each iteration synchron
 caller sees it), median of the per-iteration times. The graph's output is checked against eager's.
 
     python benchmarks/gpu_cuda_graphs.py --out results/
+    python benchmarks/gpu_cuda_graphs.py --variants s --cases 1x64 --rounds 1 --iterations 2 --out /tmp/g   # quick check
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 
-CASES = ((1, 224, 224), (8, 224, 224), (32, 224, 224), (8, 512, 512))
+from deploy.commands.bench import Case
 
-
+CASES = (Case(1, 224, 224), Case(8, 224, 224), Case(32, 224, 224), Case(8, 512, 512))
 def _latencies(fn: Any, iterations: int) -> list[float]:
     import torch
 
@@ -35,7 +34,7 @@ def _latencies(fn: Any, iterations: int) -> list[float]:
     return out
 
 
-def measure(variant: str, dtype: str, case: tuple[int, int, int], rounds: int, iterations: int) -> dict[str, Any]:
+def measure(variant: str, dtype: str, case: Case, rounds: int, iterations: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -46,7 +45,7 @@ def measure(variant: str, dtype: str, case: tuple[int, int, int], rounds: int, i
     half = dtype == "fp16"
     if half:
         model = model.half()
-    b, h, w = case
+    b, h, w = case.batch, case.height, case.width
     x = torch.randn(b, 3, h, w, device="cuda", dtype=torch.float16 if half else torch.float32)
     with torch.no_grad():
         for _ in range(5):
@@ -76,12 +75,13 @@ def measure(variant: str, dtype: str, case: tuple[int, int, int], rounds: int, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
+    ap = common.parser(__doc__)
+    common.add_variants(ap)
+    common.add_cases(ap, CASES)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=25, help="timed iterations per round and mode")
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
+    common.add_out(ap, "gpu_cuda_graphs.md", "gpu_cuda_graphs.json")
+    args = common.parse_args(ap, argv, counts=("iterations",))
     import torch
 
     if not torch.cuda.is_available():
@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for v in args.variants:
         for dtype in ("fp32", "fp16"):
-            for case in CASES:
+            for case in args.cases:
                 r = measure(v, dtype, case, args.rounds, args.iterations)
                 torch.cuda.empty_cache()  # the case's model and graph pool are gone with measure's frame
-                print(json.dumps(r), flush=True)
+                common.log(json.dumps(r))
                 rows.append(r)
     name = torch.cuda.get_device_name(0)
     lines = [f"GPU: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}. Median synchronised latency "
@@ -103,11 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['variant'].upper()} | {r['dtype']} | {r['batch']} x {r['resolution']} | {r['eager_ms']:.3f} | "
               f"{r['graph_ms']:.3f} | {r['speedup']:.2f}x | {r['graph_ips']:.0f} | {r['max_abs_diff']:.2e} |"
               for r in rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_cuda_graphs.md").write_text("\n".join(lines) + "\n")
-    (args.out / "gpu_cuda_graphs.json").write_text(json.dumps({"gpu": name, "torch": torch.__version__,
-                                                               "rows": rows}, indent=2))
-    print("\n".join(lines))
+    common.write_results(args.out, "gpu_cuda_graphs", "\n".join(lines),
+                         {"gpu": name, "torch": torch.__version__, "rows": rows})
     return 0
 
 

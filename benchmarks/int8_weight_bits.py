@@ -9,21 +9,21 @@ weights, as ``export`` without ``--weights``) on the validation grid and on held
 
     python benchmarks/int8_weight_bits.py                 # S, ~1 min on 2 cores
     python benchmarks/int8_weight_bits.py --variants s m
+    python benchmarks/int8_weight_bits.py --calibration 2 --held-out 2 --out /tmp/bits   # quick check
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 
-from deploy.commands.bench.report import machine_info, machine_line, versions  # noqa: E402
+from deploy.machine import machine_info, versions
 
 
-def measure(variant: str, calibration: int) -> list[dict[str, object]]:
+def measure(variant: str, calibration: int, held_out: int = 16) -> list[dict[str, object]]:
     import onnx
 
     from convmlp import PRETRAINED_CFGS
@@ -43,7 +43,7 @@ def measure(variant: str, calibration: int) -> list[dict[str, object]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8-bits-") as tmp:
         cal = make_photo_set(Path(tmp) / "cal", calibration, sources=CALIBRATION_PHOTOS, size=(256, 256))
-        held = make_photo_set(Path(tmp) / "held", 16, sources=HELD_OUT_PHOTOS, size=(256, 256))
+        held = make_photo_set(Path(tmp) / "held", held_out, sources=HELD_OUT_PHOTOS, size=(256, 256))
         cases = reference_cases(model, DEFAULT_GRID) + [photo_case(model, held, PRETRAINED_CFGS[variant])]
         for bits in (8, 7):
             copy = onnx.ModelProto()
@@ -63,20 +63,28 @@ def measure(variant: str, calibration: int) -> list[dict[str, object]]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", nargs="+", default=["s"], choices=["s", "m", "l"])
+def main(argv: list[str] | None = None) -> int:
+    ap = common.parser(__doc__, first_line=True)
+    common.add_variants(ap, ["s"])
     ap.add_argument("--calibration", type=int, default=8, help="calibration photographs")
-    args = ap.parse_args()
-    print(machine_line(machine_info("cpu"), versions()))
-    print("| variant | weights | rel L2 (grid + photos) | min cosine | INT8 gate | CPU has VNNI |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    ap.add_argument("--held-out", type=int, default=16, help="held-out photographs in the comparison")
+    common.add_out(ap, "int8_weight_bits.md", "int8_weight_bits.json")
+    args = common.parse_args(ap, argv, counts=("calibration", "held_out"))
+    lines = [common.machine_header(), "",
+             "| variant | weights | rel L2 (grid + photos) | min cosine | INT8 gate | CPU has VNNI |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for v in args.variants:
-        for r in measure(v, args.calibration):
-            print(f"| {r['variant'].upper()} | {r['weight_bits']}-bit | {r['rel_l2_min']:.3f}-{r['rel_l2_max']:.3f} | "
-                  f"{r['cosine_min']:.4f} | {'passes' if r['passes_int8_gate'] else 'fails'} | "
-                  f"{'yes' if r['vnni_here'] else 'no'} |")
+        common.log(f"{v}: quantize with 8-bit and 7-bit weights")
+        for r in measure(v, args.calibration, args.held_out):
+            rows.append(r)
+            lines.append(f"| {r['variant'].upper()} | {r['weight_bits']}-bit | {r['rel_l2_min']:.3f}-{r['rel_l2_max']:.3f} | "
+                         f"{r['cosine_min']:.4f} | {'passes' if r['passes_int8_gate'] else 'fails'} | "
+                         f"{'yes' if r['vnni_here'] else 'no'} |")
+    common.write_results(args.out, "int8_weight_bits", "\n".join(lines),
+                         {"machine": machine_info("cpu"), "versions": versions(), "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,18 +23,14 @@ explanation can be checked against the profile.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
 
-from deploy.commands.bench import machine_info, versions, write_text  # noqa: E402
-from deploy.commands.bench.layer_times import LayerProfile, profile_openvino  # noqa: E402
-from deploy.commands.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench.layer_times import LayerProfile, profile_openvino
 
 COMPUTE = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "FullyConnectedQuantizedLegacy",
            "FullyConnectedQuantized", "Deconvolution"}
@@ -109,7 +105,7 @@ def markdown(results: dict[str, dict[str, Any]], shape: tuple[int, ...], args: A
         f"## OpenVINO CPU time per kind of work, batch {shape[0]} x {shape[2]}x{shape[3]} "
         "(`openvino_int8_layers.py`)",
         "",
-        f"Machine: {machine_line(machine_info('cpu'), versions())}",
+        common.machine_header(),
         "",
         f"{args.threads} inference threads, {args.runs} profiled runs after one warm-up, per-shape compile, "
         "no model cache. ms = OpenVINO's per-node real time per run (PERF_COUNT), summed.",
@@ -134,30 +130,30 @@ def markdown(results: dict[str, dict[str, Any]], shape: tuple[int, ...], args: A
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s"], choices=["s", "m", "l"])
+    ap = common.parser(__doc__)
+    common.add_variants(ap, ["s"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--size", type=int, default=224, help="square input side")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="inference threads")
     ap.add_argument("--runs", type=int, default=30, help="profiled runs (after one warm-up run)")
     ap.add_argument("--calibration", type=int, default=64, help="calibration photographs for the INT8 graphs")
-    ap.add_argument("--out", type=Path, required=True, help="folder for openvino_int8_layers.md and .json")
-    args = ap.parse_args(argv)
-    if min(args.batch, args.threads, args.runs, args.calibration) < 1 or args.size < 32:
-        ap.error("--batch, --threads, --runs and --calibration must be >= 1 and --size >= 32")
-    from deploy.commands.doctor import cpu_features
+    common.add_out(ap, "openvino_int8_layers.md", "openvino_int8_layers.json")
+    args = common.parse_args(ap, argv, counts=("batch", "runs", "calibration"))
+    if args.size < 32:
+        ap.error("--size must be >= 32")
+    from deploy.machine import cpu_features, machine_info, versions
 
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()["flags"]))
     shape = (args.batch, 3, args.size, args.size)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for v in args.variants:
-            print(f"{v}: export FP32 and both INT8 layouts", file=sys.stderr, flush=True)
+            common.log(f"{v}: export FP32 and both INT8 layouts")
             graphs = export_graphs(v, Path(tmp) / v, args.calibration)
             runs = [("fp32", "f32")] + ([("fp32", "bf16")] if bf16 else []) + [
                 (g, "auto") for g in graphs if g.startswith("int8")]
             for graph, precision in runs:
-                print(f"{v}: profile {graph} at {precision}", file=sys.stderr, flush=True)
+                common.log(f"{v}: profile {graph} at {precision}")
                 profile = profile_openvino(graphs[graph], shape, precision=precision, threads=args.threads,
                                            runs=args.runs)
                 results[f"{v} {graph}" + (f" as {precision}" if graph == "fp32" else "")] = summarize(profile)
@@ -165,12 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if not bf16:
         text += ("\nThis CPU has no BF16 (neither AVX512_BF16 nor AMX), so no BF16 row; the INT8 graphs run "
                  "in INT8 where OpenVINO's kernels allow and in FP32 elsewhere.\n")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "openvino_int8_layers.md", text)
-    write_text(args.out / "openvino_int8_layers.json",
-               json.dumps({"machine": machine_info("cpu"), "versions": versions(), "shape": list(shape),
-                           "results": results}, indent=2))
-    print(text)
+    common.write_results(args.out, "openvino_int8_layers", text,
+                         {"machine": machine_info("cpu"), "versions": versions(), "shape": list(shape),
+                          "results": results})
     return 0
 
 

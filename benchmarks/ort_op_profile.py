@@ -14,21 +14,17 @@ comparison itself is ``bench_cpu.py``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common
+from bench_cpu import export_variant
 
-from bench_cpu import export_variant  # noqa: E402
-
-from deploy.commands.bench import machine_info, versions, write_text  # noqa: E402
-from deploy.commands.bench.layer_times import profile_onnxruntime  # noqa: E402
-from deploy.commands.bench.report import machine_line  # noqa: E402
+from deploy.commands.bench.layer_times import profile_onnxruntime
+from deploy.machine import machine_info, versions
 
 
 def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int) -> dict[str, Any]:
@@ -43,17 +39,17 @@ def profile_graph(path: Path, shape: tuple[int, ...], threads: int, runs: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
+    ap = common.parser(__doc__)
+    common.add_variants(ap)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--size", type=int, default=224, help="square input side")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="inference threads")
     ap.add_argument("--runs", type=int, default=20, help="profiled runs (after one warm-up run)")
     ap.add_argument("--onnx-dir", type=Path, default=None, help="reuse/keep exported ONNX here (default: temp)")
-    ap.add_argument("--out", type=Path, required=True, help="folder for ort_op_profile.md and .json")
-    args = ap.parse_args(argv)
-    if min(args.batch, args.threads, args.runs) < 1 or args.size < 32:
-        ap.error("--batch, --threads and --runs must be >= 1 and --size >= 32")
+    common.add_out(ap, "ort_op_profile.md", "ort_op_profile.json")
+    args = common.parse_args(ap, argv, counts=("batch", "runs"))
+    if args.size < 32:
+        ap.error("--size must be >= 32")
 
     shape = (args.batch, 3, args.size, args.size)
     results: dict[str, Any] = {}
@@ -61,14 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         onnx_dir = args.onnx_dir or Path(tmp)
         onnx_dir.mkdir(parents=True, exist_ok=True)
         for v in args.variants:
-            print(f"profile {v} at {shape}", file=sys.stderr, flush=True)
+            common.log(f"profile {v} at {shape}")
             results[v] = profile_graph(export_variant(v, onnx_dir), shape, args.threads, args.runs)
 
-    machine, vers = machine_info("cpu"), versions()
     lines = [
         f"## onnxruntime CPU time per op type, batch {args.batch} x {args.size}x{args.size}",
         "",
-        f"Machine: {machine_line(machine, vers)}",
+        common.machine_header(),
         "",
         f"{args.threads} intra-op threads, {args.runs} profiled runs, shipped FP32 graphs after "
         "onnxruntime's optimisations. ms = kernel time per run.",
@@ -81,11 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             if row["pct"] >= 0.5:
                 lines.append(f"| {v} | {row['op']} | {row['ms']:.2f} | {row['pct']:.1f} | {row['nodes']} |")
         lines.append(f"| {v} | **all kernels** | **{r['kernel_ms_per_run']:.2f}** | 100 | |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    md = write_text(args.out / "ort_op_profile.md", "\n".join(lines) + "\n")
-    data = {"machine": machine, "versions": vers, "shape": list(shape), "threads": args.threads, "results": results}
-    write_text(args.out / "ort_op_profile.json", json.dumps(data, indent=2) + "\n")
-    print(md.read_text())
+    data = {"machine": machine_info("cpu"), "versions": versions(), "shape": list(shape), "threads": args.threads,
+            "results": results}
+    common.write_results(args.out, "ort_op_profile", "\n".join(lines), data)
     return 0
 
 

@@ -13,18 +13,17 @@ against PyTorch FP32. With ``--graphs`` it also compares the three on already ex
 
     python benchmarks/ort_weight_bias_quantization.py --seeds 0 1 2 3       # ~2 min on 2 cores
     python benchmarks/ort_weight_bias_quantization.py --graphs artifacts/convmlp_s.int8.onnx
+    python benchmarks/ort_weight_bias_quantization.py --seeds 0 --images 2 --out /tmp/wbq   # quick check
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
+import common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PASS = "WeightBiasQuantization"
 
@@ -95,44 +94,53 @@ def errors(graph: Path, variant: str, weights: Path | None) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", default="s", choices=["s", "m", "l"])
+def main(argv: list[str] | None = None) -> int:
+    ap = common.parser(__doc__, first_line=True)
+    common.add_variants(ap, ["s"], one=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--graphs", nargs="*", default=[], help="exported graphs to compare instead (synthetic weights)")
-    args = ap.parse_args()
+    common.add_out(ap, "ort_weight_bias_quantization.md", "ort_weight_bias_quantization.json")
+    args = common.parse_args(ap, argv, counts=("images",))
 
     from click.testing import CliRunner
 
     import cli
-    from deploy.commands.bench.report import machine_info, machine_line, versions
-
-    print(machine_line(machine_info("cpu"), versions()))
-    print(f"| model | default | without {PASS} | ORT_DISABLE_ALL | default vs without | without vs DISABLE_ALL |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    from deploy.machine import machine_info, versions
     from deploy.modelfile import describe
 
+    lines = [common.machine_header(), "",
+             f"| model | default | without {PASS} | ORT_DISABLE_ALL | default vs without | without vs DISABLE_ALL |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    rows: list[dict[str, object]] = []
+
+    def row(name: str, e: dict[str, float]) -> None:
+        rows.append({"model": name, **e})
+        lines.append(f"| {name} | {' | '.join(f'{v:.3g}' for v in e.values())} |")
+
     for g in args.graphs:
-        e = errors(Path(g), describe(g).variant or args.variant, None)
-        print(f"| {Path(g).name} | {' | '.join(f'{v:.3g}' for v in e.values())} |")
-    if args.graphs:
-        return
-    with tempfile.TemporaryDirectory(prefix="ort-wbq-") as tmp:
-        fields = colour_fields(Path(tmp) / "fields", args.images, 0)
-        for seed in args.seeds:
-            ck = checkpoint(args.variant, seed, Path(tmp) / f"ck{seed}.pth")
-            out = Path(tmp) / f"out{seed}"
-            res = CliRunner().invoke(cli.main, ["export", "-v", args.variant, "--weights", str(ck), "--int8",
-                                                "--calibration", str(fields), "--calibration-count",
-                                                str(args.images), "-o", str(out), "--json"])
-            graph = out / f"convmlp_{args.variant}.int8.onnx"
-            if not graph.exists():  # the gate refused it: keep the staged graph for the comparison
-                print(f"| seed {seed} | export exit {res.exit_code} | | | | |")
-                continue
-            e = errors(graph, args.variant, ck)
-            print(f"| seed {seed} INT8 (TensorRT layout) | {' | '.join(f'{v:.3g}' for v in e.values())} |")
+        row(Path(g).name, errors(Path(g), describe(g).variant or args.variant, None))
+    if not args.graphs:
+        with tempfile.TemporaryDirectory(prefix="ort-wbq-") as tmp:
+            fields = colour_fields(Path(tmp) / "fields", args.images, 0)
+            for seed in args.seeds:
+                common.log(f"seed {seed}: export INT8 and compare")
+                ck = checkpoint(args.variant, seed, Path(tmp) / f"ck{seed}.pth")
+                out = Path(tmp) / f"out{seed}"
+                res = CliRunner().invoke(cli.main, ["export", "-v", args.variant, "--weights", str(ck), "--int8",
+                                                    "--calibration", str(fields), "--calibration-count",
+                                                    str(args.images), "-o", str(out), "--json"])
+                graph = out / f"convmlp_{args.variant}.int8.onnx"
+                if not graph.exists():  # the gate refused it
+                    rows.append({"model": f"seed {seed}", "export_exit": res.exit_code})
+                    lines.append(f"| seed {seed} | export exit {res.exit_code} | | | | |")
+                    continue
+                row(f"seed {seed} INT8 (TensorRT layout)", errors(graph, args.variant, ck))
+    common.write_results(args.out, "ort_weight_bias_quantization", "\n".join(lines),
+                         {"machine": machine_info("cpu"), "versions": versions(), "variant": args.variant,
+                          "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

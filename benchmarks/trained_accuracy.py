@@ -22,42 +22,38 @@ Then, with the CLI as a user runs it:
 Finished exports and evaluations are kept in ``--out`` and reused by a rerun.
 
     python benchmarks/trained_accuracy.py --out /tmp/digits --epochs 2       # ~35 min on 2 cores
+    python benchmarks/trained_accuracy.py --out /tmp/d --epochs 1 --train-images 32 --test-images 8 \
+        --image-size 16 --calibration 2 --duration-s 0.05 --rounds 1          # quick check
 
-Prints Markdown tables for RESULTS.md and writes ``results.json`` into ``--out``.
+Prints Markdown tables for RESULTS.md and writes ``results.md`` and ``results.json`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 #: AdamW peak learning rate: 1e-3 and above leave ConvMLP-S from scratch at chance on this set (measured)
 LR = 5e-4
-sys.path.insert(0, str(ROOT))
 
 
-def write_split(out: Path, seed: int = 0) -> tuple[Path, Path]:
-    """``train/<digit>/*.png`` and ``test/<digit>/*.png`` (ImageFolder), 80/20 stratified."""
-    from PIL import Image
-    from sklearn.model_selection import train_test_split
+def write_split(out: Path, seed: int = 0, size: int = 64, train_images: int | None = None,
+                test_images: int | None = None) -> tuple[Path, Path]:
+    """``train/<digit>/*.png`` and ``test/<digit>/*.png`` (ImageFolder), 80/20 stratified (``tests.finetuned``);
+    ``size`` pixels a side, and at most ``train_images`` / ``test_images`` of each split (all by default)."""
+    from tests.finetuned import write_digits
 
-    from tests.draws import digits_images
-
-    images, labels = digits_images(64)
-    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels,
-                                           random_state=seed)
-    for split, idx in (("train", idx_train), ("test", idx_test)):
-        for i in idx:
-            folder = out / split / str(labels[i])
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(images[i]).save(folder / f"{i:04d}.png")
-    return out / "train", out / "test"
+    folders = write_digits(out, size=size, seed=seed)
+    for folder, keep in zip(folders, (train_images, test_images), strict=True):
+        if keep is not None:
+            for extra in sorted(folder.rglob("*.png"), key=lambda q: q.name)[keep:]:
+                extra.unlink()
+    return folders
 
 
 def train(train_dir: Path, epochs: int, variant: str, seed: int = 0) -> tuple[object, dict]:
@@ -73,7 +69,7 @@ def train(train_dir: Path, epochs: int, variant: str, seed: int = 0) -> tuple[ob
     y = torch.tensor([int(p.parent.name) for p in files])
     torch.manual_seed(seed)
     model = create_model(variant, num_classes=10)
-    batch = 32
+    batch = min(32, len(files))
     steps = epochs * (len(files) // batch)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.15)
@@ -96,8 +92,7 @@ def train(train_dir: Path, epochs: int, variant: str, seed: int = 0) -> tuple[ob
             sched.step()
             step += 1
             losses.append(loss.item())
-        print(f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.3f} ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
+        common.log(f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.3f} ({time.perf_counter() - t0:.0f} s)")
     return model.eval(), {"epochs": epochs, "steps": steps, "batch": batch, "train_images": len(files),
                           "train_s": round(time.perf_counter() - t0, 1)}
 
@@ -111,9 +106,9 @@ def cli(*args: object) -> tuple[int, str, str]:
     return res.exit_code, res.stdout, res.stderr
 
 
-def export(ck: Path, out: Path, calib: Path, layout: str, fallback: str) -> dict:
+def export(ck: Path, out: Path, calib: Path, layout: str, fallback: str, calibration: int = 256) -> dict:
     code, stdout, stderr = cli("export", "-v", "s", "--weights", ck, "--fp16", "--int8", "--int8-layout", layout,
-                               "--calibration", calib, "--calibration-count", "256", "--int8-fallback", fallback,
+                               "--calibration", calib, "--calibration-count", calibration, "--int8-fallback", fallback,
                                "-o", out, "--json")
     report = json.loads(stdout) if stdout.strip().startswith("{") else {}
     return {"exit_code": code, "report": report, "error": stderr.strip().splitlines()[-1:] if code else []}
@@ -131,6 +126,8 @@ def time_before_after(exports: dict, fp32_folder: Path | None, duration_s: float
             continue
         if e["exit_code"] != 0 and (e["folder"] / "rejected" / "convmlp_s.int8.onnx").exists():
             graphs[f"INT8 {layout} layout, plain (gate failed)"] = e["folder"] / "rejected" / "convmlp_s.int8.onnx"
+        elif e["exit_code"] == 0 and fallback == "off":  # the gate passed: the shipped graph, no fallback
+            graphs[f"INT8 {layout} layout (gate passed)"] = e["folder"] / "convmlp_s.int8.onnx"
         elif e["exit_code"] == 0 and fallback == "auto":
             fb = (e["report"].get("int8") or {}).get("fallback") or {}
             graphs[f"INT8 {layout} layout, {len(fb.get('layers', []))} layer(s) in float"] = \
@@ -139,7 +136,7 @@ def time_before_after(exports: dict, fp32_folder: Path | None, duration_s: float
     timing = TimingConfig(warmup_s=0.3, duration_s=duration_s, min_iterations=rounds)
     rows: list[dict] = []
     for backend in ("onnxruntime", "openvino"):
-        print(f"timing {len(graphs)} graphs on {backend}", flush=True)
+        common.log(f"timing {len(graphs)} graphs on {backend}")
         targets = [prepare(resolve_target(variant="s", onnx=p, backend=backend, threads=2), cases)
                    for p in graphs.values()]
         report, _ = run_interleaved(targets, cases, timing, rounds=rounds)
@@ -152,22 +149,26 @@ def time_before_after(exports: dict, fp32_folder: Path | None, duration_s: float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/convmlp-digits"))
+    common.add_out(ap, "the digits, the exports, results.md and results.json (reused by a rerun)",
+                   default=Path("/tmp/convmlp-digits"))
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--variant", default="s")
-    ap.add_argument("--duration-s", type=float, default=2.0, help="time per graph and round")
-    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
-    args = ap.parse_args()
+    common.add_variants(ap, ["s"], one=True)
+    common.add_timing(ap, duration_s=2.0, rounds=6, threads=None)
+    ap.add_argument("--train-images", type=int, default=None, help="at most this many training images (default all)")
+    ap.add_argument("--test-images", type=int, default=None, help="at most this many test images (default all)")
+    ap.add_argument("--image-size", type=int, default=64, help="side of the digit PNGs")
+    ap.add_argument("--calibration", type=int, default=256, help="calibration images per INT8 export")
+    args = common.parse_args(ap, counts=("epochs", "calibration", "image_size"))
 
     import torch
 
-    from deploy.commands.bench.report import machine_info, machine_line, versions
-    from deploy.commands.doctor import cpu_features
+    from deploy.machine import cpu_features, machine_info, versions
     from tests.draws import with_outlier
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    train_dir, test_dir = (out / "train", out / "test") if (out / "test").is_dir() else write_split(out)
+    train_dir, test_dir = (out / "train", out / "test") if (out / "test").is_dir() else write_split(
+        out, size=args.image_size, train_images=args.train_images, test_images=args.test_images)
     ck = out / "digits.pth"
     facts: dict = {}
     if not ck.exists():
@@ -196,15 +197,15 @@ def main() -> None:
                     e = json.loads(done.read_text())
                 else:
                     t = time.perf_counter()
-                    e = export(weights, folder, train_dir, layout, fallback)
+                    e = export(weights, folder, train_dir, layout, fallback, args.calibration)
                     e["seconds"] = time.perf_counter() - t
                     done.write_text(json.dumps(e))
                 exports[(name, layout, fallback)] = e
                 e["folder"] = folder
                 fb = ((e["report"].get("int8") or {}).get("fallback") or {})
-                print(f"export {name} {layout} fallback={fallback}: exit {e['exit_code']}, "
-                      f"fallback {'-' if not fb else (fb['layers'] if fb['passed'] else 'gave up')}, "
-                      f"{e['seconds']:.0f} s", flush=True)
+                common.log(f"export {name} {layout} fallback={fallback}: exit {e['exit_code']}, "
+                           f"fallback {'-' if not fb else (fb['layers'] if fb['passed'] else 'gave up')}, "
+                           f"{e['seconds']:.0f} s")
 
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()["flags"]))
     rows: list[dict] = []
@@ -251,40 +252,33 @@ def main() -> None:
     speed = time_before_after(exports, written, args.duration_s, args.rounds)
 
     info = machine_info()
-    print()
-    print(machine_line(info, versions()))
-    print(f"training: {facts}")
-    print()
-    print(f"OpenVINO runs {'BF16' if bf16 else 'FP32: this CPU has no BF16'} at its default precision")
-    print("| weights | model [row] | top-1 | top-5 | agreement with PyTorch FP32 |")
-    print("| --- | --- | --- | --- | --- |")
+    lines = [common.machine_header(), "", f"training: {facts}", "",
+             f"OpenVINO runs {'BF16' if bf16 else 'FP32: this CPU has no BF16'} at its default precision",
+             "| weights | model [row] | top-1 | top-5 | agreement with PyTorch FP32 |",
+             "| --- | --- | --- | --- | --- |"]
     for r in rows:
         if r.get("top1") is None:
-            print(f"| | {r['row']} | failed: {r.get('note')} | | |")
+            lines.append(f"| | {r['row']} | failed: {r.get('note')} | | |")
             continue
         agree = "" if r.get("agreement") is None else f"{100 * r['agreement']:.1f}%"
-        print(f"| {r['weights']} | {r['row']} | {100 * r['top1']:.2f}% | {100 * r['top5']:.2f}% | {agree} |")
-    print()
-    print("| export | exit | fallback layers | rel L2 before -> after (ranking images) | search s | export s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+        lines.append(f"| {r['weights']} | {r['row']} | {100 * r['top1']:.2f}% | {100 * r['top5']:.2f}% | {agree} |")
+    lines += ["", "| export | exit | fallback layers | rel L2 before -> after (ranking images) | search s | export s |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for (name, layout, fallback), e in exports.items():
         fb = ((e["report"].get("int8") or {}).get("fallback") or {})
         change = (f"{fb['before']['rel_l2']:.3f} -> {fb['after']['rel_l2']:.3f}" if fb.get("after") else
                   (f"{fb['before']['rel_l2']:.3f} -> gave up" if fb else
                    "gate failed, fallback off" if e["exit_code"] else "gate passed, not run"))
-        print(f"| {name}, {layout}, {fallback} | {e['exit_code']} | {len(fb.get('layers', [])) if fb else '-'} | "
-              f"{change} | {fb.get('search_s', '-')} | {e['seconds']:.0f} |")
-    print()
-    print(f"Interleaved medians, batch 1 x 224, {args.rounds} rounds of {args.duration_s} s, 2 threads:")
-    print("| backend | graph | median ms | vs FP32 graph |")
-    print("| --- | --- | --- | --- |")
-    for r in speed:
-        print(f"| {r['backend']} | {r['graph']} | {r['median_ms']:.2f} | {r['vs_fp32']:.2f}x |")
-    (out / "results.json").write_text(json.dumps({
-        "machine": info, "training": facts, "rows": rows, "speed": speed,
+        lines.append(f"| {name}, {layout}, {fallback} | {e['exit_code']} | {len(fb.get('layers', [])) if fb else '-'} | "
+                     f"{change} | {fb.get('search_s', '-')} | {e['seconds']:.0f} |")
+    lines += ["", f"Interleaved medians, batch 1 x 224, {args.rounds} rounds of {args.duration_s} s, 2 threads:",
+              "| backend | graph | median ms | vs FP32 graph |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['backend']} | {r['graph']} | {r['median_ms']:.2f} | {r['vs_fp32']:.2f}x |" for r in speed]
+    common.write_results(out, "results", "\n".join(lines), {
+        "machine": info, "versions": versions(), "training": facts, "rows": rows, "speed": speed,
         "exports": {" ".join(k): {"exit_code": v["exit_code"], "fallback": (v["report"].get("int8") or {}).get(
             "fallback"), "seconds": v["seconds"]} for k, v in exports.items()},
-    }, indent=2, default=str))
+    })
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Driven by the variant's weights config (``PRETRAINED_CFGS[variant]``: input size,
 ``crop_pct``, mean, std, interpolation), following timm's evaluation transform:
 
-1. convert to 8-bit RGB (grey, palette, RGBA, CMYK, 16-bit... all become RGB);
+1. apply the EXIF orientation and convert to 8-bit RGB (grey, palette, RGBA, CMYK, 16-bit and float
+   are scaled, never clipped: ``load_image`` is the one decoder, for files, request bytes and images);
 2. resize (bicubic, Pillow) so that the image covers ``floor(H / crop_pct) x
    floor(W / crop_pct)`` keeping its aspect ratio; for a square target this is
    timm's "shorter side to ``floor(size / crop_pct)``";
@@ -21,6 +22,7 @@ takes any size >= 32 x 32). docs/predict.md spells every step out for C++ users.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -41,7 +43,9 @@ __all__ = [
     "MIN_SIDE",
     "INTERPOLATIONS",
     "load_image",
+    "orient",
     "to_rgb",
+    "from_array",
     "target_size",
     "crop_geometry",
     "preprocess",
@@ -82,49 +86,102 @@ class CropGeometry:
     box: tuple[int, int, int, int]
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file fully (first frame), apply its EXIF orientation, return it as RGB.
+def load_image(source: str | os.PathLike[str] | bytes | Image.Image) -> Image.Image:
+    """The one image decoder: a file, encoded bytes (a server's request) or a Pillow image as upright 8-bit RGB.
 
-    Raises ``ImageError`` with one line naming the file and the problem.
+    Opens fully (first frame), applies the EXIF orientation (``ImageOps.exif_transpose``), then ``to_rgb``.
+    ``predict``, ``evaluate``, calibration, ``deploy.load().classify`` and ``serve``'s image model all call
+    it, so a file, its bytes and ``Image.open(file)`` give the same array. Raises ``ImageError`` with one
+    line naming the file (or the byte count) and the problem.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image")
+    if isinstance(source, Image.Image):
+        return orient(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raw = bytes(source)
+        name, opener = f"{len(raw)} bytes", (lambda: Image.open(io.BytesIO(raw)))
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{path}: is a directory, not an image")
+        name, opener = str(path), (lambda: Image.open(path))
     try:
-        with Image.open(path) as opened:
+        with opener() as opened:
             opened.load()
-            return to_rgb(ImageOps.exif_transpose(opened))
-    except ImageError:
-        raise
+            return orient(opened)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image (or a format Pillow cannot read)") from None
+        raise ImageError(f"{name}: not an image (or a format Pillow cannot read)") from None
     except Exception as exc:  # truncated/corrupt data raises OSError, SyntaxError, ValueError...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ImageError(f"{path}: cannot read image ({first[:160]})") from None
+        raise ImageError(f"{name}: cannot read image ({first[:160]})") from None
+
+
+def orient(img: Image.Image) -> Image.Image:
+    """``img`` upright (its EXIF orientation applied; idempotent) and as 8-bit RGB (``to_rgb``)."""
+    try:
+        upright = ImageOps.exif_transpose(img)
+    except Exception:  # a malformed EXIF block: keep the pixels as stored
+        upright = img
+    return to_rgb(upright if upright is not None else img)
+
+
+def _to_8bit(a: np.ndarray, kind: str) -> np.ndarray:
+    """Integer (16/32-bit) or float pixel values scaled to 0..255 (never clipped at 255).
+
+    Integers are 16-bit samples: ``round(clamp(v, 0, 65535) / 257)``. Floats are 0..1 when their largest
+    finite value is <= 1 (``round(v * 255)``), else 0..255 when <= 255, else 16-bit samples as above;
+    NaN is 0.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if kind == "f":
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(a.max()) if a.size else 0.0
+        if top <= 1.0:
+            a = a * 255.0
+        elif top > 255.0:
+            a = np.clip(a, 0, 65535) / 257.0
+    else:
+        a = np.clip(a, 0, 65535) / 257.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode as 8-bit RGB.
 
-    Alpha is dropped (as timm/torchvision loaders do), palettes are expanded,
-    CMYK/YCbCr/LAB are converted by Pillow, and 16/32-bit integer grey
-    (``I;16``, ``I``) is scaled from 0..65535 to 0..255 instead of clipped.
+    Alpha is dropped (as timm/torchvision loaders do: ``RGBA``, ``LA``, ``PA``, palette transparency),
+    palettes are expanded, CMYK/YCbCr/LAB are converted by Pillow, 16/32-bit integer grey (``I;16*``,
+    ``I``) and float grey (``F``) are scaled to 0..255 (``_to_8bit``) instead of clipped.
     """
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(img, dtype=np.float64)
-        a = np.clip(np.rint(np.clip(a, 0, 65535) / 257.0), 0, 255).astype(np.uint8)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = _to_8bit(np.asarray(img), "f" if mode == "F" else "i")
         return Image.fromarray(a, mode="L").convert("RGB")
-    if mode == "P":
+    if mode in ("P", "PA"):
         img = img.convert("RGBA")  # honours palette transparency without a warning
     try:
         return img.convert("RGB")
     except ValueError as exc:
         raise ImageError(f"cannot convert a {mode!r} image to RGB ({exc})") from None
+
+
+def from_array(a: np.ndarray) -> Image.Image:
+    """An HxW (grey) or HxWx3/4 array as 8-bit RGB: uint8 as is, other integers and floats as ``_to_8bit``."""
+    a = np.asarray(a)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"an image array is HxW or HxWx3 (or x4, x1), got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if a.dtype.kind not in "biuf":
+            raise ImageError(f"an image array of dtype {a.dtype} is not pixels")
+        a = _to_8bit(a, "f" if a.dtype.kind == "f" else "i") if a.dtype.kind != "b" else a.astype(np.uint8) * 255
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.ndim if a.ndim == 2 else a.shape[2]]
+    return to_rgb(Image.fromarray(np.ascontiguousarray(a), mode=mode))
 
 
 def _filter(name: str) -> Image.Resampling:
@@ -197,7 +254,7 @@ def preprocess(
     """
     pcfg = _cfg(cfg)
     target = target_size(pcfg, resolution)
-    img = to_rgb(image)
+    img = orient(image)
     if target is None:
         if min(img.height, img.width) < MIN_SIDE:
             raise ImageError(

@@ -24,6 +24,11 @@ __all__ = [
     "CheckpointError",
     "checkpoint_filter_fn",
     "read_checkpoint",
+    "CFG_KEYS",
+    "CfgError",
+    "check_cfg",
+    "checkpoint_cfg",
+    "resolve_cfg",
     "head_classes",
     "load_state",
     "load_checkpoint",
@@ -64,6 +69,82 @@ PRETRAINED_CFGS: dict[str, PretrainedCfg] = {
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class CfgError(ValueError):
+    """A preprocessing value that contradicts itself (zero std, crop outside (0, 1], a side under 32...)."""
+
+
+#: the preprocessing fields a fine-tuned checkpoint (or the export's options) may set
+CFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation")
+
+
+def check_cfg(cfg: PretrainedCfg, source: str = "") -> PretrainedCfg:
+    """``cfg`` if its preprocessing is consistent, else ``CfgError`` naming the value (and ``source``)."""
+    from .model import ConvMLP
+    from .preprocess import INTERPOLATIONS
+
+    where = f" ({source})" if source else ""
+    size = tuple(cfg.input_size)
+    if len(size) != 3 or size[0] != 3 or any(not isinstance(v, int) for v in size):
+        raise CfgError(f"input_size must be [3, H, W], got {list(size)}{where}")
+    if min(size[1:]) < ConvMLP.min_input_size:
+        raise CfgError(f"input size {size[1]}x{size[2]} is under ConvMLP's {ConvMLP.min_input_size} px{where}")
+    for key in ("mean", "std"):
+        vals = tuple(getattr(cfg, key))
+        if len(vals) != 3:
+            raise CfgError(f"{key} needs 3 values (R G B), got {len(vals)}{where}")
+    if any(not v > 0 for v in cfg.std):
+        raise CfgError(f"std must be positive, got {list(cfg.std)}{where}")
+    if not 0 < cfg.crop_pct <= 1:
+        raise CfgError(f"crop_pct must be in (0, 1], got {cfg.crop_pct:g}{where}")
+    if cfg.interpolation not in INTERPOLATIONS:
+        raise CfgError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {cfg.interpolation!r}{where}")
+    return cfg
+
+
+def _cfg_values(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The ``CFG_KEYS`` of a timm-style ``pretrained_cfg`` dict, typed; ``CfgError`` for a malformed one."""
+    out: dict[str, Any] = {}
+    try:
+        if raw.get("input_size") is not None:
+            size = [int(v) for v in raw["input_size"]]
+            out["input_size"] = tuple(size if len(size) == 3 else [3, *size])
+        for key in ("mean", "std"):
+            if raw.get(key) is not None:
+                out[key] = tuple(float(v) for v in raw[key])
+        if raw.get("crop_pct") is not None:
+            out["crop_pct"] = float(raw["crop_pct"])
+        if raw.get("interpolation") is not None:
+            out["interpolation"] = str(raw["interpolation"]).lower()
+    except (TypeError, ValueError):
+        raise CfgError(f"{source}: pretrained_cfg is not timm-style (input_size [3, H, W], mean/std [r, g, b], "
+                       "crop_pct, interpolation)") from None
+    return out
+
+
+def checkpoint_cfg(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The preprocessing a checkpoint records in a timm-style ``pretrained_cfg`` (``{"state_dict": ...,
+    "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [...], ...}}``), typed; {} when it has none."""
+    try:
+        raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # read_checkpoint names what is wrong with the file
+        return {}
+    cfg = raw.get("pretrained_cfg") if isinstance(raw, Mapping) else None
+    if not isinstance(cfg, Mapping):
+        return {}
+    return _cfg_values(cfg, str(path))
+
+
+def resolve_cfg(base: PretrainedCfg, given: Mapping[str, Any], checkpoint: Mapping[str, Any] | None = None,
+                source: str = "") -> PretrainedCfg:
+    """``base`` (the variant's config) with the checkpoint's recorded preprocessing, then the ``given``
+    values (not None) over it, checked by ``check_cfg``."""
+    import dataclasses
+
+    changes = {k: v for k, v in (checkpoint or {}).items() if k in CFG_KEYS}
+    changes.update({k: v for k, v in given.items() if k in CFG_KEYS and v is not None})
+    return check_cfg(dataclasses.replace(base, **changes), source)
 
 
 def checkpoint_filter_fn(checkpoint: Any) -> dict[str, torch.Tensor]:

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from .backends import RunnerOptions
-from .errors import OptionError
+from .errors import DeployError, OptionError
 from .loader import LoadedModel, ModelSource, load_model, synthetic_note
 from .precision import run_precision
+from .shapes import ShapePolicy, as_policy
 
 __all__ = ["Model", "load"]
 
@@ -39,6 +40,8 @@ class Model:
         loaded.runner.__enter__()
         self._lock = None if loaded.runner.concurrent else threading.Lock()
         self._closed = False
+        #: the ``deploy.deployconfig.DeployConfig`` it was opened from (``load(config=...)``), else None
+        self.deployment: Any = None
 
     # -- what it is ------------------------------------------------------------------
     @property
@@ -85,8 +88,9 @@ class Model:
         return notes + ([synthetic_note([self.name])] if self.facts.synthetic else [])
 
     def info(self) -> dict[str, Any]:
+        stats = getattr(self._loaded.runner, "shape_stats", None)
         return {**self._loaded.to_dict(), "precision": self.precision, "labels": self.labels is not None,
-                "notes": self.notes}
+                "notes": self.notes, "shapes": stats() if callable(stats) else None}
 
     # -- running -----------------------------------------------------------------------
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -95,8 +99,7 @@ class Model:
 
     def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output by name (a backbone's f1..f4)."""
-        if self._closed:
-            raise RuntimeError(f"{self.name}: the model is closed")
+        self._check_open()
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if self._lock is None:
             return self._loaded.runner.infer(x)
@@ -104,16 +107,15 @@ class Model:
             return self._loaded.runner.infer(x)
 
     def preprocess(self, image: Any, resolution: Any = None) -> np.ndarray:
-        """One (1, 3, H, W) batch from a PIL image, an HxWx3 uint8 array, or a file path."""
-        from convmlp.preprocess import load_image, preprocess
+        """One (1, 3, H, W) batch from a PIL image, a file path, encoded bytes, or an HxW(x3) array.
 
-        if isinstance(image, (str, os.PathLike)):
-            image = load_image(image)
-        elif isinstance(image, np.ndarray):
-            from PIL import Image
+        Paths, bytes and PIL images go through the one decoder (``convmlp.preprocess.load_image``: EXIF
+        orientation, 16-bit and float scaled), so ``Image.open(f)`` and ``f`` give the same batch."""
+        from convmlp.preprocess import from_array, load_image, preprocess
 
-            image = Image.fromarray(image.astype(np.uint8), "RGB")
-        return preprocess(image.convert("RGB"), self.facts.preprocessing, resolution=resolution)
+        self._check_open()
+        image = from_array(image) if isinstance(image, np.ndarray) else load_image(image)
+        return preprocess(image, self.facts.preprocessing, resolution=resolution)
 
     def classify(self, images: Sequence[Any], top_k: int = 5, resolution: Any = None) -> list[list[Any]]:
         """Top-``top_k`` classes (``deploy.classes.ClassScore``, labelled when labels are known) per image.
@@ -133,6 +135,10 @@ class Model:
         return [best(row, top_k, self.labels) for row in logits]
 
     # -- life ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DeployError(f"{self.name}: the model is closed (deploy.load it again)")
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -149,27 +155,38 @@ class Model:
 
 
 def load(
-    source: str | os.PathLike[str] | ModelSource,
+    source: str | os.PathLike[str] | ModelSource | None = None,
     *,
     weights: str | os.PathLike[str] | None = None,
     pretrained: bool = False,
     backend: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     labels: str | os.PathLike[str] | Sequence[str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+    shapes: ShapePolicy | str | None = None,
 ) -> Model:
     """Open ``source``: an ONNX graph, an OpenVINO IR (``.xml``), a TensorRT engine, or a variant name
     (``"s"``, ``"m"``, ``"l"``; with ``weights``/``pretrained``, else synthetic weights).
 
     ``backend``: a ``deploy.backends`` name (default: the file's own); ``precision``: the run-time precision
-    where the backend chooses it (OpenVINO); ``labels``: class names (a file of one name per line, or a
-    list) [default: those the file records, ``export --labels``]. Raises ``OptionError``/``DeployError``
-    with one line, as the CLI does.
+    where the backend chooses it (OpenVINO); ``device``: default the backend's first (cpu; cuda for
+    TensorRT); ``labels``: class names (a file of one name per line, or a
+    list) [default: those the file records, ``export --labels``]. ``config``: a ``deploy.json`` written by
+    ``tune`` instead of ``source``: exactly its model, backend, precision, threads and streams (checked by
+    ``deploy.deployconfig``; ``Model.deployment`` holds it, ``Model.notes`` its warnings). Raises
+    ``OptionError``/``DeployError`` with one line, as the CLI does. ``shapes``: how input sizes are
+    served (``deploy.shapes.ShapePolicy``, or ``"dynamic"``/``"static"``) [default: dynamic: any size is
+    answered at once, sizes that recur get their own executable off the request path].
     """
+    if config is not None:
+        return _load_config(config, given=source is not None or weights is not None or pretrained or backend is not None
+                            or precision is not None or threads is not None or device is not None or shapes is not None,
+                            labels=labels)
+    if source is None:
+        raise OptionError("nothing to load: give a model file, a variant, or config=")
     from convmlp import VARIANTS
-
-    from .modelfile.metadata import read_labels
 
     if isinstance(source, ModelSource):
         src = source
@@ -177,8 +194,29 @@ def load(
         src = ModelSource(variant=str(source).lower(), weights=Path(weights) if weights else None, pretrained=pretrained)
     else:
         src = ModelSource.of(source)
-    options = RunnerOptions(device=device, precision=precision, threads=threads)
-    loaded = load_model(src, backend_name=backend, options=options)
+    options = RunnerOptions(device=device, precision=precision, threads=threads, shapes=as_policy(shapes))
+    return _open(load_model(src, backend_name=backend, options=options), labels)
+
+
+def _load_config(config: str | os.PathLike[str], *, given: bool, labels: Any) -> Model:
+    """``load(config=...)``: the deployment ``tune`` wrote, run as written."""
+    from . import deployconfig
+
+    if given:
+        raise OptionError("config= fixes the model, backend, precision, threads and device: give it alone "
+                          "(labels= still applies)")
+    check = deployconfig.load_config(config)
+    loaded = load_model(deployconfig.model_source(check.config), backend_name=check.config.backend,
+                        options=deployconfig.runner_options(check.config))
+    loaded.notes.extend(check.warnings)
+    model = _open(loaded, labels)
+    model.deployment = check.config
+    return model
+
+
+def _open(loaded: LoadedModel, labels: Any) -> Model:
+    from .modelfile.metadata import read_labels
+
     names = loaded.facts.labels  # what the file records (export --labels)
     if labels is not None:
         names = (read_labels(labels, loaded.num_classes or None) if isinstance(labels, (str, os.PathLike))

@@ -1,11 +1,11 @@
-"""The one table that maps ``--backend`` names to runners.
+"""The one table that maps ``--backend`` names to runners, and each backend's rules.
 
-Every command that runs a model (``benchmark``, ``validate``, ``predict``,
-``evaluate``) opens it through ``BACKENDS[name].open(source, options)``; a new
-runtime is one runner module plus one row here, and no command learns backend
-names one by one. Each row says what the backend reads (a PyTorch variant, an
-ONNX graph or a TensorRT engine), where it runs, which run-time precisions it
-offers, and how to tell that it is installed, without importing it.
+Every command that runs a model opens it through ``deploy.loader`` (``plan_model`` then
+``open_model``), which asks the row here: what it reads (a PyTorch variant, an ONNX graph or a
+TensorRT engine), where it runs, which run-time precisions it offers, which options it takes, what
+this machine must have, and how to open it. Each rule is checked and worded once, in a ``Backend``
+method; a new runtime is one runner module plus one row here, and no command learns backend names
+one by one.
 """
 
 from __future__ import annotations
@@ -16,32 +16,36 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable, OptionError
+from .errors import BackendUnavailable, OptionError, words
 from .modelfile import is_ir
 from .precision import AUTO, canonical
 from .runners.base import Runner
+from .shapes import ShapePolicy, as_policy
 
 __all__ = [
     "RunnerOptions", "Backend", "BACKENDS", "backend", "backend_names", "default_backend", "runtime_precisions",
-    "takers",
-    "READS",
+    "takers", "precision_choosers",
+    "READS", "DEVICES",
 ]
 
 #: what a backend takes: a PyTorch variant (with weights), an ONNX graph (or OpenVINO IR), or a TensorRT engine
 READS = ("variant", "onnx", "engine")
 #: the backends among those that read ``onnx`` which also read an OpenVINO IR (``.xml`` + ``.bin``)
 READS_IR = ("openvino",)
+#: the devices a backend may run on (``--device``)
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
 class RunnerOptions:
     """Run-time settings a command passes to whichever backend it opens.
 
+    ``device``: None means the backend's first (``Backend.resolve``: cpu, cuda for TensorRT).
     ``precision``: None means what the model file carries (ONNX, engines) or FP32
     (PyTorch); OpenVINO reads it as its inference precision hint.
     """
 
-    device: str = "cpu"
+    device: str | None = None
     precision: str | None = None
     threads: int | None = None
     streams: int | None = None
@@ -52,9 +56,12 @@ class RunnerOptions:
     #: compute what the graph says (every check of numerics); False: the runtime's own defaults, which may
     #: rewrite numerics for speed (timing only: onnxruntime's ``WeightBiasQuantization``, see runners.onnxrt)
     exact: bool = True
+    #: how input sizes are served (``deploy.shapes``): dynamic, or one executable per size (``static``)
+    shapes: ShapePolicy = field(default_factory=ShapePolicy)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", canonical(self.precision))
+        object.__setattr__(self, "shapes", as_policy(self.shapes))  # a mode name ("static") is read as its policy
 
     def with_(self, **changes: Any) -> RunnerOptions:
         return replace(self, **changes)
@@ -81,8 +88,11 @@ class Backend:
     #: ``streams`` (queries in flight), ``providers``, ``per_layer`` (``benchmark --per-layer``)
     takes: frozenset[str] = frozenset()
     #: what this machine must also have for these options (``BackendUnavailable``), or what the options
-    #: ask that it cannot do (``OptionError``); checked before any model file is opened
+    #: ask that its CPU cannot do (``OptionError``); may import the runtime (``check_here``)
     check: Callable[[RunnerOptions], None] | None = field(default=None, repr=False, compare=False)
+    #: what the options ask that this backend cannot do on any machine (``OptionError``); imports nothing
+    #: (``check_options``)
+    rules: Callable[[RunnerOptions], None] | None = field(default=None, repr=False, compare=False)
     #: Triton: the instance kinds its Triton backend serves, and whether the config names that backend
     #: (``backend: "openvino"``, with parameters) instead of a platform
     triton_kinds: tuple[str, ...] = ()
@@ -121,9 +131,11 @@ class Backend:
             if not torch.cuda.is_available():
                 raise BackendUnavailable(f"{self.name} needs a CUDA GPU, and PyTorch sees none on this machine")
 
-    def check_reads(self, reads: str, source: Any = None) -> None:
-        """``OptionError`` unless this backend runs what ``reads`` names (``variant``, ``onnx``, ``engine``),
-        and ``source`` if it is an OpenVINO IR."""
+    def check_reads(self, reads: str | None, source: Any = None) -> None:
+        """``OptionError`` unless this backend runs what ``reads`` names (``variant``, ``onnx``, ``engine``;
+        None: nothing was given), and ``source`` if it is an OpenVINO IR."""
+        if reads is None or (reads == "variant" and self.reads != "variant"):  # no file given: say which
+            raise OptionError(f"--backend {self.name} needs {_NEEDS[self.reads]}")
         if reads != self.reads:
             raise OptionError(
                 f"--backend {self.name} contradicts --{reads}: {_WHAT[reads]} runs on "
@@ -133,9 +145,19 @@ class Backend:
             raise OptionError(f"{Path(source).name} is an OpenVINO IR: run it with --backend "
                               f"{' or '.join(READS_IR)}, not {self.name}")
 
+    def resolve(self, options: RunnerOptions | None = None) -> RunnerOptions:
+        """``options`` with what was left to this backend filled in: the device (its first) and the
+        run-time precision (its first choice: fp32 for PyTorch, auto for OpenVINO; None: the file's own)."""
+        o = options or RunnerOptions()
+        return o.with_(device=o.device or self.devices[0],
+                       precision=o.precision or (self.precisions[0] if self.precisions else None))
+
     def check_here(self, options: RunnerOptions) -> None:
         """``require``, then what ``options`` need of this machine (a CUDA provider, native BF16...)."""
+        options = self.resolve(options)
         self.require()
+        if self.rules is not None:  # what no machine runs comes first
+            self.rules(options)
         if self.check is not None:
             self.check(options)
         if options.device == "cuda":
@@ -145,24 +167,41 @@ class Backend:
                 raise BackendUnavailable("--device cuda: no CUDA device is visible to PyTorch here")
 
     def check_options(self, options: RunnerOptions) -> None:
-        """``OptionError`` (usage, exit 2) for options this backend cannot honour."""
+        """``OptionError`` (usage, exit 2) for options this backend cannot honour (reads no file, imports
+        nothing): the device, the options it does not take, the precision, counts below one."""
+        options = self.resolve(options)
+        if options.device not in DEVICES:
+            raise OptionError(f"unknown device {options.device!r}: choose {' or '.join(DEVICES)}")
         if options.device not in self.devices:
             raise OptionError(
                 f"--backend {self.name} runs on {' or '.join(self.devices)}, not --device {options.device}"
             )
+        for option, flag, asked in (("compile", "--compile", options.compile),
+                                    ("cuda_graph", "--cuda-graph", options.cuda_graph),
+                                    ("streams", f"--streams {options.streams}", (options.streams or 1) > 1),
+                                    ("providers", "--provider", bool(options.providers))):
+            if asked and option not in self.takes:
+                which = words(takers(option), "or")
+                raise OptionError(f"{flag} applies to --backend {which} only ({which} option); "
+                                  f"{self.name} does not take it")
+        for flag, count in (("--streams", options.streams), ("--threads", options.threads)):
+            if count is not None and count < 1:
+                raise OptionError(f"{flag} must be >= 1, got {count}")
         if options.precision is not None and options.precision not in self.precisions:
             if not self.precisions:
                 raise OptionError(
-                    f"--precision applies to backends that choose it at run time; {self.name} runs the "
-                    f"precision its {self.reads} file was built with"
+                    f"--precision applies to --backend {words(precision_choosers(self.reads), 'or')}; "
+                    f"{self.name} runs the precision its {self.reads} file was built with"
                 )
             raise OptionError(
                 f"--backend {self.name} offers --precision {', '.join(self.precisions)}, not {options.precision}"
             )
+        if self.rules is not None:
+            self.rules(options)
 
     def open(self, source: Any, options: RunnerOptions | None = None) -> Runner:
         """A runner (not yet active) for ``source``: a path for ONNX/engine backends, a module for PyTorch."""
-        options = options or RunnerOptions()
+        options = self.resolve(options)
         if self.reads == "onnx":
             self.check_reads("onnx", source)
         self.require()
@@ -173,10 +212,10 @@ class Backend:
 def _torch(model: Any, o: RunnerOptions) -> Runner:
     from .runners.torch_runner import TorchRunner
 
-    return TorchRunner(model, device=o.device, precision=o.precision or "fp32", compile=o.compile, threads=o.threads)
+    return TorchRunner(model, device=o.device or "cpu", precision=o.precision or "fp32", compile=o.compile, threads=o.threads)
 
 
-def _check_torch(o: RunnerOptions) -> None:
+def _torch_rules(o: RunnerOptions) -> None:
     if o.precision == "fp16" and o.device == "cpu":
         raise OptionError("--precision fp16 with PyTorch needs --device cuda (CPU kernels are FP32)")
 
@@ -208,13 +247,13 @@ def _check_openvino(o: RunnerOptions) -> None:
 def _onnxruntime(path: Any, o: RunnerOptions) -> Runner:
     from .runners.onnxrt import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(Path(path), providers=o.providers or [o.device], threads=o.threads, exact=o.exact)
+    return OnnxRuntimeRunner(Path(path), providers=o.providers or [o.device or "cpu"], threads=o.threads, exact=o.exact)
 
 
 def _tensorrt(path: Any, o: RunnerOptions) -> Runner:
     from .runners.tensorrt import TensorRTRunner
 
-    return TensorRTRunner(Path(path), cuda_graph=o.cuda_graph, allow_host_code=o.allow_host_code)
+    return TensorRTRunner(Path(path), cuda_graph=o.cuda_graph, allow_host_code=o.allow_host_code, shapes=o.shapes)
 
 
 def _probe_tensorrt() -> None:
@@ -226,7 +265,8 @@ def _probe_tensorrt() -> None:
 def _openvino(path: Any, o: RunnerOptions) -> Runner:
     from .runners.openvino import OpenVINORunner
 
-    return OpenVINORunner(Path(path), precision=o.precision or AUTO, threads=o.threads, streams=o.streams)
+    return OpenVINORunner(Path(path), precision=o.precision or AUTO, threads=o.threads, streams=o.streams,
+                          shapes=o.shapes)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -234,7 +274,7 @@ BACKENDS: dict[str, Backend] = {
     for b in (
         Backend("torch", "variant", ("cpu", "cuda"), ("fp32", "fp16"), "torch", "pip install torch",
                 "PyTorch eager (or torch.compile), the reference", _torch,
-                takes=frozenset({"compile"}), check=_check_torch, title="PyTorch"),
+                takes=frozenset({"compile"}), rules=_torch_rules, title="PyTorch"),
         Backend("onnxruntime", "onnx", ("cpu", "cuda"), (), "onnxruntime",
                 "pip install 'convmlp-deploy[cpu]' (or [gpu] for onnxruntime-gpu)",
                 "onnxruntime, CPU or CUDA execution provider", _onnxruntime,
@@ -260,6 +300,13 @@ def takers(option: str) -> list[str]:
     return [n for n, b in BACKENDS.items() if option in b.takes]
 
 
+def precision_choosers(reads: str | None = None) -> list[str]:
+    """The backends that choose ``--precision`` at run time for what ``reads`` names (every one that
+    chooses it, where none reads that)."""
+    choosers = [n for n, b in BACKENDS.items() if b.precisions]
+    return [n for n in choosers if BACKENDS[n].reads == reads] or choosers
+
+
 def backend(name: str) -> Backend:
     """The backend called ``name``; ``ValueError`` (usage) naming the choices otherwise."""
     try:
@@ -275,6 +322,9 @@ def backend_names(reads: str | None = None) -> list[str]:
 
 #: how messages name what a backend reads
 _WHAT = {"variant": "a PyTorch --variant", "onnx": "an ONNX graph", "engine": "a TensorRT engine"}
+#: how messages name the option that gives what a backend reads
+_NEEDS = {"variant": "--variant", "onnx": "--onnx PATH",
+          "engine": "--engine PATH (build one with 'convmlp-deploy build')"}
 
 
 def runtime_precisions() -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .compare import Tolerance, ValidationReport, compare_outputs
+from .compare import Tolerance, ValidationReport, compare_outputs, gate_plan
 from .errors import DeployError
 from .runners.base import Runner
 from .runners.torch_runner import TorchRunner
@@ -22,6 +22,7 @@ from .runners.torch_runner import TorchRunner
 __all__ = [
     "Shape",
     "DEFAULT_GRID",
+    "grid_for",
     "sample_images",
     "ReferenceCase",
     "reference_cases",
@@ -40,6 +41,26 @@ DEFAULT_GRID: tuple[Shape, ...] = (
     (3, 3, 97, 131),
     (1, 3, 512, 512),
 )
+
+def grid_for(input_size: Sequence[int] | None) -> tuple[Shape, ...]:
+    """The validation grid around a network's recorded input size ``[3, H, W]`` (or ``(H, W)``): batch 1
+    and 3 at that size, a non-square size, odd sides not divisible by 32 and a large one. A 224x224
+    network gets ``DEFAULT_GRID``; every side stays >= 32 and the large one at most 512."""
+    if input_size is None:
+        return DEFAULT_GRID
+    h, w = (int(v) for v in tuple(input_size)[-2:])
+    if (h, w) == (224, 224):
+        return DEFAULT_GRID
+
+    def side(v: float) -> int:
+        return max(32, min(512, round(v)))
+
+    odd_h, odd_w = side(h * 1.5) | 1, side(w * 2) | 1
+    odd_h, odd_w = odd_h + 2 * (odd_h % 32 == 0), odd_w + 2 * (odd_w % 32 == 0)
+    grid = ((1, 3, h, w), (3, 3, h, w), (1, 3, side(h * 6 / 7), side(w * 10 / 7)), (3, 3, odd_h, odd_w),
+            (1, 3, side(h * 16 / 7), side(w * 16 / 7)))
+    return tuple(dict.fromkeys(grid))
+
 
 def sample_images(shape: Shape, seed: int) -> np.ndarray:
     """Image-like inputs: smooth per-sample structure plus fine noise, in normalised units."""
@@ -111,16 +132,21 @@ def compare_runner(
     model_label: str,
     weights: str,
     on_case: Callable[[Shape], None] | None = None,
+    images: str | None = None,
 ) -> ValidationReport:
-    """Run ``runner`` (already entered) on each reference case and compare."""
+    """Run ``runner`` (already entered) on each reference case and compare, under ``deploy.compare.gate_plan``:
+    with enough image cases (``images`` names them) an input-dependent gate is held on them and the grid
+    checks shapes and finite outputs; otherwise every case is held to ``tolerance``."""
+    held = sum(c.shape[0] for c in cases if c.photos)
+    plan = gate_plan(tolerance, held, images or "real photos")
     results = []
     for case in cases:
         if on_case:
             on_case(case.shape)
-        results.append(
-            compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tolerance, photos=case.photos)
-        )
-    return ValidationReport(runner.name, model_label, weights, tolerance, results)
+        tol = plan.tolerance if case.photos else plan.grid
+        results.append(compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tol, photos=case.photos))
+    return ValidationReport(runner.name, model_label, weights, tolerance, results, images=images,
+                            grid_tolerance=plan.grid)
 
 
 def validate_runner(

@@ -46,6 +46,7 @@ __all__ = [
     "format_bytes",
     "format_size",
     "Specializations",
+    "as_policy",
 ]
 
 MODES = ("dynamic", "static")
@@ -100,6 +101,11 @@ class ShapePolicy:
     def dynamic(self) -> bool:
         return self.mode == "dynamic"
 
+    @classmethod
+    def of(cls, value: ShapePolicy | str | None) -> ShapePolicy:
+        """A policy from itself, a mode name (``"dynamic"``, ``"static"``) or None (the default)."""
+        return as_policy(value)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir is not None else None
@@ -112,6 +118,18 @@ class ShapePolicy:
         warm = f", warm-up {' '.join(format_size(s) for s in self.warmup)}" if self.warmup else ""
         return (f"dynamic (specialise a size after {self.specialize_after} sightings, at most "
                 f"{self.max_specialized}{warm})")
+
+
+def as_policy(value: ShapePolicy | str | None) -> ShapePolicy:
+    """``value`` as a ``ShapePolicy``: a policy as is, a mode name (``"dynamic"``/``"static"``) with the
+    defaults, None the default (dynamic). ``OptionError`` otherwise."""
+    if value is None:
+        return ShapePolicy()
+    if isinstance(value, ShapePolicy):
+        return value
+    if isinstance(value, str):
+        return ShapePolicy(mode=value.strip().lower())
+    raise OptionError(f"shapes: give a ShapePolicy or one of {', '.join(MODES)}, not {type(value).__name__}")
 
 
 def parse_size(text: str, *, option: str = "--warmup") -> Size:
@@ -205,6 +223,8 @@ class Specializations(Generic[K]):
     max_tracked: int = 4096
     made: int = 0
     evicted: int = 0
+    #: requests for a key not tracked at the time (a size never seen, or forgotten since)
+    first_sights: int = 0
     _entries: OrderedDict[Any, _Entry] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -217,6 +237,7 @@ class Specializations(Generic[K]):
         with self._lock:
             e = self._entries.get(key)
             if e is None:
+                self.first_sights += 1
                 e = self._entries[key] = _Entry()
                 while len(self._entries) > self.max_tracked:
                     old = next((k for k, v in self._entries.items() if not (v.ready or v.pending)), None)

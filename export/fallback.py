@@ -4,7 +4,7 @@ back to floating point until it passes (``export --int8-fallback auto``).
 The search, after NNCF's ``quantize_with_accuracy_control``:
 
 1. **Rank by reverting** (``rank``): each quantized Conv/MatMul in turn is moved back to float alone
-   (``revert``) and the graph is run on the ranking images (held-out photographs, else calibration
+   (``revert``) and the graph is run on the ranking images (held-out images, else calibration
    images); a layer's cost is how much of the logits' error (rel L2 against PyTorch FP32) that one
    revert removes. This measures what each layer does to the *output*. Ranking by the per-layer error
    table (``deploy.layer_errors``) would be one run instead of one per layer, but that error is
@@ -13,7 +13,7 @@ The search, after NNCF's ``quantize_with_accuracy_control``:
    quantized layers) the ranking costs about one onnxruntime session and one small batch per layer.
 2. **Revert greedily** (``search``): the costliest layer first, one more each step. A step whose
    ranking-image error meets the gate's rel L2 and cosine bounds is checked with the full gate (the
-   export's validation cases and photographs); the first that passes is the answer. Past ``limit``
+   export's validation cases and held-out images); the first that passes is the answer. Past ``limit``
    layers (default: a quarter of the quantized ones) the search gives up and the export exits 3 with
    the table of what it tried.
 
@@ -255,7 +255,7 @@ def search(
     """Rank, then move layers back to float one at a time until ``gate`` passes or ``limit`` is reached.
 
     ``x``/``ref_logits``: the ranking images and PyTorch FP32's logits on them; ``gate(graph)``: the full
-    validation of a candidate (the export's cases, photographs included)."""
+    validation of a candidate (the export's cases, held-out images included)."""
     t0 = time.perf_counter()
     count = len(quantized_layers(quantized))
     if count == 0:

@@ -137,7 +137,7 @@ def calibration_set(
 ) -> CalibrationSet:
     """Pick ``count`` readable images under ``root`` reproducibly (same folder, same pick), and up to
     ``held_out`` readable others for validation; when the folder holds no more than ``count``, a sixth
-    of them (at most ``held_out``) is held out so that real photographs are still checked.
+    of them (at most ``held_out``) is held out so that the gate still sees images calibration did not use.
 
     Images are decoded before any export work, in the pick's order, until enough are found; the
     unreadable ones are named in ``skipped``. ``ExportOptionError`` for bad arguments, an empty folder,
@@ -160,7 +160,7 @@ def calibration_set(
         raise ExportOptionError(f"--calibration {root}: none of its {len(images)} images can be read: {named}")
     if len(readable) > count:
         chosen, rest = readable[:count], readable[count:count + held_out]
-    else:  # no more than asked for: hold out a sixth, so that real photographs are still checked
+    else:  # no more than asked for: hold out a sixth, so that the gate still sees unseen images
         keep = len(readable) - min(held_out, len(readable) // 6)
         chosen, rest = readable[:keep], readable[keep:]
     chosen.sort(key=lambda p: p.relative_to(root).as_posix())

@@ -1,24 +1,17 @@
 """The export job: PyTorch -> ONNX (FP32, FP16, INT8, features) -> simplified -> validated -> written.
 
-Every graph is checked with the full ONNX checker and against PyTorch FP32 on
-onnxruntime before it is written; with ``openvino=True`` each graph except the
-FP16 one is also converted to an OpenVINO IR, which is checked against PyTorch
-on OpenVINO (FP32 inference precision) at its graph's gate. Artifacts are
-staged next to their final names and renamed into place only when everything
-of the run passed, so a failed run never replaces a good artifact.
+A list of named steps (``STEPS``) over one staging area (``export.staging``): the models; the graphs,
+exported and simplified once per network; one step per graph, each precision a transformation of the
+simplified FP32 graph held to its own gate on onnxruntime after the full ONNX checker (INT8 with its
+fallback); the OpenVINO IRs, each checked on OpenVINO (f32) at its graph's gate. The loop then commits
+the staging area only when every graph passed (a failed run never replaces a good artifact), and reports.
 """
 
 from __future__ import annotations
 
-import os
 import platform
-import shutil
-import signal
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,79 +20,66 @@ import onnx
 import torch
 
 import convmlp
-from convmlp import PRETRAINED_CFGS, create_model
+from convmlp import create_model
 from convmlp.profile import count_macs, count_params
 from convmlp.spec import IOSpec, io_spec
-from convmlp.weights import file_sha256, head_classes, read_checkpoint
-from deploy.artifacts import atomic_write_json, staged_path
+from convmlp.weights import (
+    PretrainedCfg,
+    file_sha256,
+)
+from deploy.artifacts import atomic_write_json
 from deploy.compare import Tolerance, ValidationReport, tolerance_for
 from deploy.loader import reference_model
-from deploy.modelfile.ir import ir_bin_path, is_ir, read_ir
+from deploy.modelfile.ir import ir_bin_path, read_ir
 from deploy.modelfile.metadata import (
     fallback_metadata,
     graph_metadata,
     int8_metadata,
     labels_metadata,
-    read_labels,
 )
-from deploy.reference import DEFAULT_GRID, Shape, compare_runner, photo_case, reference_cases
+from deploy.reference import ReferenceCase, compare_runner, grid_for, photo_case, reference_cases
 from deploy.runners.onnxrt import OnnxRuntimeRunner
 from deploy.runners.openvino import OpenVINORunner
 
-from .errors import ExportError, ExportOptionError
-from .fallback import MODES as FALLBACK_MODES
+from .checks import check_request, preprocessing_cfg
+from .config import PREPROCESSING, ExportConfig
 from .fallback import FallbackResult, search
 from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
 from .int8 import LAYOUT_FLOAT, CalibrationSet, calibration_inputs, calibration_set, quantize_int8
 from .onnx import (
-    DEFAULT_EXPORTER,
-    check_available,
     export_onnx_proto,
     exporter_info,
     exporter_versions,
     op_counts,
-    resolve_opset,
     set_metadata,
 )
-from .openvino import check_openvino, ir_name, openvino_version, write_ir
+from .openvino import openvino_version, write_ir
 from .rejected import REJECTED_DIR, Rejected, keep_rejected, remove_rejected
 from .simplify import SimplifyResult, simplify
+from .staging import (
+    IR_OF,
+    Staging,
+    artifact_paths,
+    check_output_dir,
+    exclusive,
+    remove_if_empty,
+    remove_stale_temp_files,
+    signals_deferred,
+    signals_unwind,
+    stale_artifacts,
+)
 
-__all__ = ["ExportConfig", "GraphResult", "ExportResult", "Rejected", "run_export", "artifact_paths", "REJECTED_DIR"]
+__all__ = [
+    "ExportConfig", "GraphResult", "ExportResult", "Rejected", "Step", "STEPS", "run_export", "artifact_paths",
+    "stale_artifacts", "REJECTED_DIR", "IR_OF",
+]
 
-
-@dataclass
-class ExportConfig:
-    """What ``convmlp-deploy export`` was asked to do."""
-
-    variant: str
-    output_dir: Path = Path("artifacts")
-    weights: Path | None = None
-    pretrained: bool = False
-    #: classes of the head; None: the checkpoint's (``--weights``), else 1000
-    num_classes: int | None = None
-    #: text file of class names, one per line, recorded in the classifier graphs' metadata (``labels``)
-    labels: Path | None = None
-    exporter: str = DEFAULT_EXPORTER
-    opset: int | None = None  # None: the exporter's default
-    fp16: bool = False
-    int8: bool = False
-    calibration: Path | None = None  # folder of images (recursive) for --int8
-    calibration_count: int = 512
-    calibration_method: str = "minmax"
-    int8_layout: str = "tensorrt"  # or "cpu" (export.int8)
-    #: when the INT8 gate fails: "auto" moves the costliest layers back to float (export.fallback), "off" gives up
-    int8_fallback: str = "auto"
-    #: most layers the fallback may move back to float (None: a quarter of the quantized layers)
-    int8_fallback_limit: int | None = None
-    #: called as calibration(done, total) while the INT8 graph is calibrated
-    calibration_progress: Callable[[int, int], None] | None = None
-    features: bool = False
-    #: also write each graph but the FP16 one as OpenVINO IR (export.openvino)
-    openvino: bool = False
-    simplifier: str = "onnxslim"
-    shapes: Sequence[Shape] = DEFAULT_GRID
-    providers: list[str] | None = None
+#: the name under which held-out calibration images are shown (they need not be photographs)
+HELD_OUT = "held-out images"
+#: the ONNX graphs, in the order the report lists them (each graph's IR after it)
+GRAPHS = ("fp32", "fp16", "int8", "features")
+#: images the fallback ranks layers on (held-out images, else calibration images)
+RANKING_IMAGES = 8
 
 
 @dataclass
@@ -153,22 +133,253 @@ class ExportResult:
         return [f"{g.name} graph, {f}" for g in self.graphs for f in g.validation.failures]
 
 
-#: the graphs an OpenVINO IR is written for (the FP16 graph's casts are TensorRT's business;
-#: OpenVINO takes FP16 as a run-time precision of the FP32 IR)
-IR_OF = ("fp32", "int8", "features")
+# --------------------------------------------------------------------------- the run the steps share
 
 
-def artifact_paths(variant: str, output_dir: Path) -> dict[str, Path]:
-    """Every file ``export`` may write for ``variant``: graph name (or ``report``) -> path."""
-    stem = f"convmlp_{variant}"
-    graphs = {
-        "fp32": output_dir / f"{stem}.onnx",
-        "fp16": output_dir / f"{stem}.fp16.onnx",
-        "int8": output_dir / f"{stem}.int8.onnx",
-        "features": output_dir / f"{stem}.features.onnx",
-    }
-    irs = {f"{name}.openvino": output_dir / ir_name(graphs[name].name) for name in IR_OF}
-    return {**graphs, **irs, "report": output_dir / f"{stem}.report.json"}
+@dataclass
+class Network:
+    """One PyTorch network (the classifier, or the F1..F4 backbone sharing its weights), exported once:
+    its simplified FP32 graph is what each precision transforms, its reference cases what each gate uses."""
+
+    net: torch.nn.Module
+    spec: IOSpec
+    graph: onnx.ModelProto | None = None
+    simplify: SimplifyResult | None = None
+    cases: list[ReferenceCase] | None = None
+
+
+@dataclass
+class Run:
+    """What the steps read and fill in: the request, the staging area, the networks, the graphs so far
+    (with the metadata and cases each was staged and gated with) and the facts the report lists."""
+
+    cfg: ExportConfig
+    log: Callable[[str], None]
+    opset: int
+    calibration: CalibrationSet | None
+    labels: list[str] | None
+    staging: Staging
+    #: the one preprocessing config of this export (calibration, held-out images, metadata)
+    pcfg: PretrainedCfg
+    t0: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    networks: dict[str, Network] = field(default_factory=dict)  # "classifier", "features"
+    sha: str | None = None
+    weights: str = ""
+    params: int = 0
+    macs: int = 0
+    notes: list[str] = field(default_factory=list)
+    rewrites: dict[str, dict[str, int]] = field(default_factory=dict)
+    graphs: list[GraphResult] = field(default_factory=list)
+    meta: dict[str, dict[str, str]] = field(default_factory=dict)
+    checked_on: dict[str, list[ReferenceCase]] = field(default_factory=dict)
+    int8_facts: dict[str, Any] | None = None
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def classifier(self) -> Network:
+        return self.networks["classifier"]
+
+    def timed(self, key: str, since: float) -> None:
+        self.timings[key] = time.perf_counter() - since
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step of the export; ``when``: the ``ExportConfig`` flag it needs (None: always)."""
+
+    name: str
+    run: Callable[[Run], None]
+    when: str | None = None
+
+    def applies(self, cfg: ExportConfig) -> bool:
+        return self.when is None or bool(getattr(cfg, self.when))
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def load_models(run: Run) -> None:
+    """The classifier (and with ``features`` its F1..F4 backbone, sharing its weights), its size and MACs."""
+    cfg, t = run.cfg, time.perf_counter()
+    model = reference_model(cfg.variant, cfg.weights, pretrained=cfg.pretrained, num_classes=cfg.num_classes)
+    run.networks["classifier"] = Network(model, io_spec(cfg.variant, num_classes=model.num_classes))
+    if cfg.features:
+        backbone = create_model(cfg.variant, features_only=True).eval()
+        own = backbone.state_dict()
+        backbone.load_state_dict({k: v for k, v in model.state_dict().items() if k in own}, strict=True)
+        run.networks["features"] = Network(backbone, io_spec(cfg.variant, features=True))
+    run.sha, run.weights = model.checkpoint_sha256, model.weights_source
+    run.timed("load_model_s", t)
+    run.params, run.macs = count_params(model), count_macs(model, 224, 224)
+
+
+def export_graphs(run: Run) -> None:
+    """Each network exported to ONNX and simplified, once (timings under its first graph's name)."""
+    cfg = run.cfg
+    for key, first in (("classifier", "fp32"), ("features", "features")):
+        if key not in run.networks:
+            continue
+        network, t = run.networks[key], time.perf_counter()
+        exported = export_onnx_proto(network.net, network.spec, exporter=cfg.exporter, opset=run.opset)
+        run.timed(f"{first}_export_s", t)
+        for note in exported.notes:
+            if note not in run.notes:
+                run.notes.append(note)
+                run.log(f"{cfg.exporter} exporter: {note}")
+        run.rewrites[first] = exported.rewrites
+        t = time.perf_counter()
+        network.graph, network.simplify = simplify(exported.proto, network.spec, cfg.simplifier)
+        run.timed(f"{first}_simplify_s", t)
+
+
+def fp32_graph(run: Run) -> None:
+    """The classifier's simplified graph as it is, staged and gated."""
+    _stage_and_gate(run, "fp32", "fp32", _copy(run.classifier.graph), "classifier")
+
+
+def fp16_graph(run: Run) -> None:
+    """The mixed-precision FP16 graph (``export.fp16``), staged and held to the FP16 gate."""
+    t = time.perf_counter()
+    graph = to_fp16(run.classifier.graph)
+    run.timed("fp16_convert_s", t)
+    _stage_and_gate(run, "fp16", "fp16", graph, "classifier")
+
+
+def int8_graph(run: Run) -> None:
+    """The calibrated INT8 Q/DQ graph (``export.int8``), held to the INT8 gate on the grid and the held-out
+    images; when it fails and ``int8_fallback`` is ``auto``, the fallback's mix replaces it if that passes."""
+    cfg, calibration = run.cfg, run.calibration
+    assert calibration is not None
+    t = time.perf_counter()
+    graph, facts = _quantize(cfg, run.classifier.graph, calibration, run.log, run.pcfg)
+    facts.update(fallback_mode=cfg.int8_fallback, fallback=None)  # None: nothing moved to float
+    run.int8_facts = facts
+    run.timed("int8_calibrate_s", t)
+    meta = int8_metadata(
+        quantizer=f"{facts['quantizer']} {facts['onnxruntime'] or ''}".strip(),
+        images=facts["calibration_batches"], method=calibration.method, layout=facts["layout"],
+        files_sha256=calibration.sha256, weight_bits=facts["weight_bits"],
+    )
+    result = _stage_and_gate(run, "int8", "int8", graph, "classifier", meta, held_out=calibration.held_out)
+    if result.validation.passed or cfg.int8_fallback != "auto":
+        return
+    t = time.perf_counter()
+    fallback = _int8_fallback(run, graph, result.validation.tolerance)
+    facts["fallback"] = fallback.to_dict()
+    run.timed("int8_fallback_s", t)
+    if fallback.passed and fallback.graph is not None and fallback.report is not None:
+        graph = fallback.graph
+        run.meta["int8"].update(fallback_metadata(fallback.record()))
+        _check_and_stage(run, "int8", graph, run.meta["int8"])
+        result.validation, result.nodes, result.ops = fallback.report, len(graph.graph.node), op_counts(graph)
+
+
+def features_graph(run: Run) -> None:
+    """The F1..F4 backbone's simplified graph as it is, staged and gated."""
+    _stage_and_gate(run, "features", "fp32", _copy(run.networks["features"].graph), "features")
+
+
+def openvino_irs(run: Run) -> None:
+    """An OpenVINO IR of each staged graph of ``IR_OF``, validated on OpenVINO (f32) at its graph's gate."""
+    for g in [g for g in run.graphs if g.name in IR_OF]:
+        t = time.perf_counter()
+        ir = f"{g.name}.openvino"
+        folder = run.staging.folder(ir)
+        source = run.staging[g.name]
+        ir_meta = {**run.meta[g.name], "source_onnx": g.path.name, "source_onnx_sha256": file_sha256(source),
+                   "openvino_version": openvino_version()}
+        run.staging.add(ir, write_ir(source.read_bytes(), folder / run.staging.paths[ir].name, ir_meta))
+        run.log(f"{ir}: OpenVINO IR, validating on OpenVINO (f32)")
+        with OpenVINORunner(run.staging[ir], precision="f32", cache_dir="") as runner:
+            report = _compare(run, runner, run.checked_on[g.name], g.validation.tolerance, ir)
+        info = read_ir(run.staging[ir])
+        final = run.staging.paths[ir]
+        run.graphs.append(GraphResult(ir, final, g.precision, g.simplify, report, sum(info.layers.values()),
+                                      info.layers, weights_path=ir_bin_path(final)))
+        run.timed(f"{ir}_convert_validate_s", t)
+
+
+#: the export, in order; the loop in ``_export`` runs each that applies
+STEPS: tuple[Step, ...] = (
+    Step("models", load_models),
+    Step("graphs", export_graphs),
+    Step("fp32", fp32_graph),
+    Step("fp16", fp16_graph, when="fp16"),
+    Step("int8", int8_graph, when="int8"),
+    Step("features", features_graph, when="features"),
+    Step("openvino", openvino_irs, when="openvino"),
+)
+
+
+# --------------------------------------------------------------------------- what the steps share
+
+
+def _copy(graph: onnx.ModelProto | None) -> onnx.ModelProto:
+    assert graph is not None
+    out = onnx.ModelProto()
+    out.CopyFrom(graph)
+    return out
+
+
+def _check_and_stage(run: Run, name: str, graph: onnx.ModelProto, meta: dict[str, str]) -> None:
+    set_metadata(graph, meta)
+    onnx.checker.check_model(graph, full_check=True)
+    run.staging.write(name, graph.SerializeToString())
+
+
+def _stage_and_gate(
+    run: Run, name: str, precision: str, graph: onnx.ModelProto, network: str,
+    extra_meta: dict[str, str] | None = None, held_out: list[Path] | None = None,
+) -> GraphResult:
+    """Give ``graph`` its metadata, check it, stage it and hold it to ``precision``'s gate on the network's
+    reference cases (and, given ``held_out``, on those images); the graph's result is added to the run."""
+    net = run.networks[network]
+    assert net.simplify is not None
+    graph_opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), run.opset)
+    meta = _metadata(run, net.spec, precision, graph_opset)
+    meta.update(extra_meta or {})
+    if run.labels is not None and net.spec.kind == "classifier":
+        meta.update(labels_metadata(run.labels))
+    _check_and_stage(run, name, graph, meta)
+    run.log(f"{name}: {len(graph.graph.node)} nodes ({net.simplify.simplifier}: {net.simplify.reason}), "
+            "validating on onnxruntime")
+    t = time.perf_counter()
+    if net.cases is None:
+        net.cases = reference_cases(net.net, _shapes(run), output_names=net.spec.output_names)
+    cases = list(net.cases)
+    if held_out:  # images of the calibration folder that the calibration did not see
+        cases.append(photo_case(net.net, held_out, run.pcfg))
+    report = _gate(run, run.staging[name], cases, tolerance_for(precision), name)
+    if held_out:
+        run.log(f"{name}: accuracy gate on {report.carried_by}" + (
+            "; the synthetic grid checks shapes and finite outputs" if report.carried_by != "synthetic grid"
+            else ""))
+        if report.gate_note:
+            run.log(f"{name}: {report.gate_note}")
+    run.timed(f"{name}_validate_s", t)
+    result = GraphResult(name, run.staging.paths[name], precision, net.simplify, report, len(graph.graph.node),
+                         op_counts(graph))
+    run.graphs.append(result)
+    run.meta[name], run.checked_on[name] = meta, cases
+    return result
+
+
+def _gate(run: Run, path: Path, cases: list, tol: Tolerance, name: str) -> ValidationReport:
+    """The graph at ``path`` against PyTorch on ``cases``, on onnxruntime (the export's check)."""
+    with OnnxRuntimeRunner(path, providers=run.cfg.providers) as runner:
+        return _compare(run, runner, cases, tol, name)
+
+
+def _compare(run: Run, runner: Any, cases: list, tol: Tolerance, name: str) -> ValidationReport:
+    """``runner`` (entered) against PyTorch on ``cases``; its image case is named as held-out images."""
+    return compare_runner(runner, cases, tolerance=tol, model_label=f"convmlp_{run.cfg.variant} {name}",
+                          weights=run.weights, images=HELD_OUT)
+
+
+def _shapes(run: Run) -> list:
+    """The validation grid: the one asked for, else the grid around the recorded input size."""
+    return list(run.cfg.shapes or grid_for(run.pcfg.input_size))
 
 
 def _versions() -> dict[str, str]:
@@ -184,128 +395,31 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _metadata(
-    cfg: ExportConfig, spec: IOSpec, precision: str, sha: str | None, label: str, opset: int, num_classes: int
-) -> dict[str, str]:
-    versions = _versions()
+def _metadata(run: Run, spec: IOSpec, precision: str, opset: int) -> dict[str, str]:
+    cfg, versions = run.cfg, _versions()
     return graph_metadata(
-        variant=cfg.variant, kind=spec.kind, precision=precision, num_classes=num_classes,
-        input_name=spec.input_names[0], output_names=spec.output_names, cfg=PRETRAINED_CFGS[cfg.variant],
-        checkpoint_sha256=sha, weights=label, exporter=cfg.exporter,
+        variant=cfg.variant, kind=spec.kind, precision=precision, num_classes=run.classifier.net.num_classes,
+        input_name=spec.input_names[0], output_names=spec.output_names, cfg=run.pcfg,
+        checkpoint_sha256=run.sha, weights=run.weights, exporter=cfg.exporter,
         exporter_versions=exporter_versions(cfg.exporter), opset=opset,
         producer_versions={k: versions[k] for k in ("convmlp-deploy", "torch", "onnx", "onnxscript") if k in versions},
     )
 
 
-def _check_output_dir(path: Path) -> list[Path]:
-    """Create ``path`` if needed and check it is writable; return the folders this created (deepest last)."""
-    missing = [p for p in [path, *path.parents] if not p.exists()][::-1]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = staged_path(path / ".write-test")
-        probe.unlink()
-    except OSError as exc:
-        _remove_if_empty(missing)
-        raise ExportError(f"output directory {path} is not writable ({exc.strerror or exc})") from None
-    return missing
-
-
-@contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself: nothing is left behind), so
-    that two exports never write into one folder at once; ``ExportError`` when another holds it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ExportError(f"another export is writing into {folder}: wait for it to finish, or give another "
-                              "--output-dir") from None
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Turn SIGTERM into ``SystemExit(143)`` while the export runs, so that its clean-up runs as on Ctrl-C:
-    staged files and folders, and the quantizer's temporary folders, are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _remove_stale_temp_files(folder: Path) -> list[Path]:
-    """This tool's own staged files and folders (``.convmlp_*.tmp``) in ``folder``, left by an export that was
-    killed (SIGKILL, power loss); called with the folder's lock held, so none of them is in use."""
-    removed = []
-    for path in sorted(folder.glob(".convmlp_*.tmp")):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
-
-
-def _remove_if_empty(created: list[Path]) -> None:
-    """Take back the folders a failed run created, if nothing else was put in them."""
-    for folder in reversed(created):
-        try:
-            folder.rmdir()
-        except OSError:
-            break
-
-
-def stale_artifacts(variant: str, output_dir: Path, written: Sequence[str]) -> list[Path]:
-    """Graphs of ``variant`` in ``output_dir`` that a run writing ``written`` (fp32, fp16...) did not write:
-    left from an earlier export, and not described by the new report."""
-    stale = []
-    for name, p in artifact_paths(variant, output_dir).items():
-        if name == "report" or name in written:
-            continue
-        stale += [f for f in ((p, ir_bin_path(p)) if is_ir(p) else (p,)) if f.exists()]
-    return stale
-
-
-def _build_models(cfg: ExportConfig) -> tuple[torch.nn.Module, torch.nn.Module | None, str | None, str]:
-    """The classifier (and with ``features`` its F1..F4 backbone, sharing its weights), the checkpoint's
-    sha256 and how the report names the weights."""
-    model = reference_model(cfg.variant, cfg.weights, pretrained=cfg.pretrained, num_classes=cfg.num_classes)
-    features = None
-    if cfg.features:
-        features = create_model(cfg.variant, features_only=True).eval()
-        own = features.state_dict()
-        features.load_state_dict({k: v for k, v in model.state_dict().items() if k in own}, strict=True)
-    return model, features, model.checkpoint_sha256, model.weights_source
-
-
 def _quantize(
-    cfg: ExportConfig, graph: onnx.ModelProto, calibration: CalibrationSet, log: Callable[[str], None]
+    cfg: ExportConfig, graph: onnx.ModelProto | None, calibration: CalibrationSet, log: Callable[[str], None],
+    pcfg: PretrainedCfg,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The INT8 Q/DQ graph of the simplified FP32 ``graph``, calibrated on ``calibration``."""
+    assert graph is not None
     total = len(calibration.files)
     for line in calibration.skipped:
         log(f"int8: skipped unreadable image {line}")
     log(f"int8: calibrating on {total} images from {calibration.root} ({calibration.method})")
     if not calibration.held_out:
-        log("int8: no photograph is held out (too few readable images): the INT8 gate checks the synthetic grid "
-            "only, top-1 on real photos is not checked")
-    inputs = calibration_inputs(calibration.files, PRETRAINED_CFGS[cfg.variant], skipped=calibration.skipped)
+        log("int8: no image is held out (too few readable images): the INT8 gate checks the synthetic grid "
+            "only, top-1 on held-out images is not checked")
+    inputs = calibration_inputs(calibration.files, pcfg, skipped=calibration.skipped)
 
     def progress(done: int) -> None:
         if cfg.calibration_progress is not None:
@@ -319,305 +433,142 @@ def _quantize(
     return quantized, facts
 
 
-def _int8_metadata(calibration: CalibrationSet, facts: dict[str, Any]) -> dict[str, str]:
-    return int8_metadata(
-        quantizer=f"{facts['quantizer']} {facts['onnxruntime'] or ''}".strip(),
-        images=facts["calibration_batches"], method=calibration.method, layout=facts["layout"],
-        files_sha256=calibration.sha256, weight_bits=facts["weight_bits"],
-    )
-
-
-def _stage_ir(
-    name: str, onnx_file: Path, meta: dict[str, str], paths: dict[str, Path],
-    staged: dict[str, Path], staged_dirs: list[Path], log: Callable[[str], None],
-) -> str:
-    """Convert the staged ONNX graph ``name`` to an IR in a staging folder; return the IR's graph name."""
-    ir = f"{name}.openvino"
-    folder = Path(tempfile.mkdtemp(prefix=f".{paths[ir].name}.", suffix=".tmp", dir=paths[ir].parent))
-    staged_dirs.append(folder)
-    data = onnx_file.read_bytes()
-    ir_meta = {**meta, "source_onnx": paths[name].name, "source_onnx_sha256": file_sha256(onnx_file),
-               "openvino_version": openvino_version()}
-    staged[ir] = write_ir(data, folder / paths[ir].name, ir_meta)
-    log(f"{ir}: OpenVINO IR, validating on OpenVINO (f32)")
-    return ir
-
-
-def _gate(cfg: ExportConfig, path: Path, cases: list, tol: Tolerance, model_label: str, weights: str
-          ) -> ValidationReport:
-    """The graph at ``path`` against PyTorch on ``cases``, on onnxruntime (the export's check)."""
-    with OnnxRuntimeRunner(path, providers=cfg.providers) as runner:
-        return compare_runner(runner, cases, tolerance=tol, model_label=model_label, weights=weights)
-
-
-#: images the fallback ranks layers on (held-out photographs, else calibration images)
-RANKING_IMAGES = 8
-
-
-def _int8_fallback(
-    cfg: ExportConfig, quantized: onnx.ModelProto, float_graph: onnx.ModelProto, net: torch.nn.Module,
-    cases: list, tol: Tolerance, calibration: CalibrationSet, staged: dict[str, Path], label: str,
-    log: Callable[[str], None],
-) -> FallbackResult:
+def _int8_fallback(run: Run, quantized: onnx.ModelProto, tol: Tolerance) -> FallbackResult:
     """``export.fallback.search`` on the failed INT8 graph: ranked on up to ``RANKING_IMAGES`` held-out
-    photographs (else calibration images), each candidate gated on the export's own cases."""
-    photos = next((c for c in cases if c.photos), None)
-    if photos is not None:
-        x, ref = photos.inputs[:RANKING_IMAGES], next(iter(photos.outputs.values()))[:RANKING_IMAGES]
-        ranked_on = f"{len(x)} held-out photographs"
+    images (else calibration images), each candidate gated on the INT8 graph's own cases."""
+    cfg, calibration, net = run.cfg, run.calibration, run.classifier
+    assert calibration is not None and net.graph is not None
+    cases = run.checked_on["int8"]
+    held = next((c for c in cases if c.photos), None)
+    if held is not None:
+        x, ref = held.inputs[:RANKING_IMAGES], next(iter(held.outputs.values()))[:RANKING_IMAGES]
+        ranked_on = f"{len(x)} {HELD_OUT}"
     else:
-        case = photo_case(net, calibration.files[:RANKING_IMAGES], PRETRAINED_CFGS[cfg.variant],
+        case = photo_case(net.net, calibration.files[:RANKING_IMAGES], run.pcfg,
                           what="the calibration images")
         x, ref = case.inputs, next(iter(case.outputs.values()))
         ranked_on = f"{len(x)} calibration images"
-    log(f"int8: the graph failed its gate; moving the costliest layers back to "
-        f"{LAYOUT_FLOAT[cfg.int8_layout].upper()} (--int8-fallback auto)")
+    run.log(f"int8: the graph failed its gate; moving the costliest layers back to "
+            f"{LAYOUT_FLOAT[cfg.int8_layout].upper()} (--int8-fallback auto)")
 
     def gate(candidate: onnx.ModelProto) -> ValidationReport:
-        path = staged_path(staged["int8"])
+        path = run.staging.scratch("int8")
         try:
             path.write_bytes(candidate.SerializeToString())
-            return _gate(cfg, path, cases, tol, f"convmlp_{cfg.variant} int8", label)
+            return _gate(run, path, cases, tol, "int8")
         finally:
             path.unlink(missing_ok=True)
 
-    result = search(quantized, float_graph, x, ref, gate, tol, ranked_on=ranked_on, limit=cfg.int8_fallback_limit,
-                    log=log)
+    result = search(quantized, net.graph, x, ref, gate, tol, ranked_on=ranked_on, limit=cfg.int8_fallback_limit,
+                    log=run.log)
     if result.passed:
-        log(f"int8: passes with {len(result.layers)} of {result.quantized_layers} layers in float "
-            f"({result.search_s:.1f} s): {', '.join(result.layers)}")
+        run.log(f"int8: passes with {len(result.layers)} of {result.quantized_layers} layers in float "
+                f"({result.search_s:.1f} s): {', '.join(result.layers)}")
     else:
-        log(f"int8: no mix within {result.limit} layers in float passes the gate ({result.search_s:.1f} s)")
+        run.log(f"int8: no mix within {result.limit} layers in float passes the gate ({result.search_s:.1f} s)")
     return result
+
+
+# --------------------------------------------------------------------------- the pipeline
 
 
 def run_export(cfg: ExportConfig, log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export, simplify, convert, validate and (only if everything passed) write the artifacts.
 
-    Raises ``ExportError`` / ``CheckpointError`` for bad input; returns a result
-    whose ``passed`` is False when a graph failed validation (nothing written then).
+    Raises ``ExportError`` / ``CheckpointError`` for bad input, ``Interrupted`` on SIGINT / SIGTERM (after
+    cleaning up); returns a result whose ``passed`` is False when a graph failed validation (nothing
+    written then).
     """
-    if cfg.weights is not None and cfg.pretrained:
-        raise ExportError("give either --weights or --pretrained, not both")
-    opset = resolve_opset(cfg.exporter, cfg.opset)  # ExportOptionError before any work
-    check_available(cfg.exporter)
-    if cfg.openvino:
-        check_openvino()
-    calibration = None
-    if cfg.int8 != (cfg.calibration is not None):
-        raise ExportOptionError("--int8 and --calibration DIR go together (INT8 is calibrated on your images)")
-    if cfg.int8_fallback not in FALLBACK_MODES:
-        raise ExportOptionError(f"--int8-fallback must be {' or '.join(FALLBACK_MODES)}, not {cfg.int8_fallback!r}")
-    if cfg.int8_fallback_limit is not None and cfg.int8_fallback_limit < 1:
-        raise ExportOptionError(f"--int8-fallback-limit must be >= 1, got {cfg.int8_fallback_limit}")
-    if cfg.int8_fallback_limit is not None and not cfg.int8:
-        raise ExportOptionError("--int8-fallback-limit applies to --int8 exports: add --int8 --calibration DIR")
-    if cfg.weights is not None and cfg.num_classes is not None:
-        head = head_classes(read_checkpoint(cfg.weights))
-        if head is not None and head != cfg.num_classes:
-            raise ExportOptionError(
-                f"--num-classes {cfg.num_classes} contradicts --weights {cfg.weights}, whose head has {head} "
-                "classes: drop --num-classes (the checkpoint's head decides)"
-            )
-    names = _read_labels(cfg)  # OptionError before any work
-    if cfg.calibration is not None:
-        calibration = calibration_set(cfg.calibration, cfg.calibration_count, cfg.calibration_method)
-    paths = artifact_paths(cfg.variant, cfg.output_dir)
-    created = _check_output_dir(cfg.output_dir)
+    with signals_unwind():
+        opset, labels = check_request(cfg)
+        pcfg = preprocessing_cfg(cfg, log)
+        calibration = None
+        if cfg.calibration is not None:
+            calibration = calibration_set(cfg.calibration, cfg.calibration_count, cfg.calibration_method)
+        created = check_output_dir(cfg.output_dir)
+        try:
+            with exclusive(cfg.output_dir):
+                for stale in remove_stale_temp_files(cfg.output_dir):
+                    log(f"removed {stale}, left by an interrupted export")
+                for earlier in remove_rejected(cfg.output_dir, cfg.variant):
+                    log(f"removed {earlier}, rejected by an earlier export")
+                staging = Staging(artifact_paths(cfg.variant, cfg.output_dir))
+                result = _export(Run(cfg, log, opset, calibration, labels, staging, pcfg))
+        except BaseException:
+            remove_if_empty(created)
+            raise
+        if not result.passed:
+            remove_if_empty(created)
+        return result
+
+
+def _export(run: Run) -> ExportResult:
+    """Run each step that applies over the run's staging area, then commit it (or keep the failed graphs)
+    and report."""
+    cfg = run.cfg
     try:
-        with _exclusive(cfg.output_dir), _sigterm_unwinds():
-            for stale in _remove_stale_temp_files(cfg.output_dir):
-                log(f"removed {stale}, left by an interrupted export")
-            for earlier in remove_rejected(cfg.output_dir, cfg.variant):
-                log(f"removed {earlier}, rejected by an earlier export")
-            result = _export(cfg, log, opset, calibration, paths, names)
-    except BaseException:
-        _remove_if_empty(created)
-        raise
-    if not result.passed:
-        _remove_if_empty(created)
+        for step in STEPS:
+            if step.applies(cfg):
+                step.run(run)
+        run.graphs.sort(key=lambda g: GRAPHS.index(g.name.split(".")[0]))  # each IR after its graph (stable)
+        if not all(g.validation.passed for g in run.graphs):
+            run.rejected = keep_rejected(cfg.output_dir, cfg.variant, run.graphs, run.staging.files,
+                                         run.checked_on, run.log)
+            return _result(run, write=False)
+        with signals_deferred():  # the new artifacts and their report, or the old ones
+            run.staging.commit(run.graphs)
+            return _result(run, write=True)
+    finally:
+        run.staging.close()
+
+
+def _result(run: Run, *, write: bool) -> ExportResult:
+    run.timed("total_s", run.t0)
+    report = _report(run)
+    result = ExportResult(run.cfg, run.graphs, report, None, run.timings, run.rejected)
+    if write:
+        result.report_path = atomic_write_json(run.staging.paths["report"], report)
     return result
 
 
-def _read_labels(cfg: ExportConfig) -> list[str] | None:
-    """``--labels``, its count checked against the head the export will have (``OptionError``, exit 2)."""
-    if cfg.labels is None:
-        return None
-    classes = cfg.num_classes
-    if classes is None and cfg.weights is not None:
-        classes = head_classes(read_checkpoint(cfg.weights))
-    return read_labels(cfg.labels, classes if classes is not None else 1000)
-
-
-def _export(
-    cfg: ExportConfig, log: Callable[[str], None], opset: int, calibration: CalibrationSet | None,
-    paths: dict[str, Path], names: list[str] | None = None,
-) -> ExportResult:
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    model, features_model, sha, label = _build_models(cfg)
-    timings["load_model_s"] = time.perf_counter() - t0
-    params, macs = count_params(model), count_macs(model, 224, 224)
-
-    jobs: list[tuple[str, torch.nn.Module, IOSpec, str]] = [
-        ("fp32", model, io_spec(cfg.variant, num_classes=model.num_classes), "fp32")
-    ]
-    if cfg.fp16:
-        jobs.append(("fp16", model, jobs[0][2], "fp16"))
-    if cfg.int8:
-        jobs.append(("int8", model, jobs[0][2], "int8"))
-    int8_facts: dict[str, Any] | None = None
-    if features_model is not None:
-        jobs.append(("features", features_model, io_spec(cfg.variant, features=True), "fp32"))
-
-    staged: dict[str, Path] = {}
-    rejected: list[Rejected] = []
-    checked_on: dict[str, list] = {}  # graph name -> the cases its gate ran on
-    staged_dirs: list[Path] = []  # where IRs are staged (an IR is two files)
-    graphs: list[GraphResult] = []
-    refs: dict[int, list] = {}
-    simplified: dict[int, tuple[onnx.ModelProto, SimplifyResult]] = {}
-    notes: list[str] = []
-    rewrites: dict[str, dict[str, int]] = {}
-    try:
-        for name, net, spec, precision in jobs:
-            t = time.perf_counter()
-            if id(net) not in simplified:
-                exported = export_onnx_proto(net, spec, exporter=cfg.exporter, opset=opset)
-                timings[f"{name}_export_s"] = time.perf_counter() - t
-                for note in exported.notes:
-                    if note not in notes:
-                        notes.append(note)
-                        log(f"{cfg.exporter} exporter: {note}")
-                proto = exported.proto
-                rewrites[name] = exported.rewrites
-                t = time.perf_counter()
-                simplified[id(net)] = simplify(proto, spec, cfg.simplifier)
-                timings[f"{name}_simplify_s"] = time.perf_counter() - t
-            graph, simp = simplified[id(net)]
-            float_graph = graph
-            if precision == "fp16":
-                t = time.perf_counter()
-                graph = to_fp16(graph)
-                timings["fp16_convert_s"] = time.perf_counter() - t
-            elif precision == "int8":
-                assert calibration is not None
-                t = time.perf_counter()
-                graph, int8_facts = _quantize(cfg, graph, calibration, log)
-                int8_facts.update(fallback_mode=cfg.int8_fallback, fallback=None)  # None: nothing moved to float
-                timings["int8_calibrate_s"] = time.perf_counter() - t
-            else:
-                graph_copy = onnx.ModelProto()
-                graph_copy.CopyFrom(graph)
-                graph = graph_copy
-            graph_opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), opset)
-            meta = _metadata(cfg, spec, precision, sha, label, graph_opset, model.num_classes)
-            if precision == "int8" and calibration is not None and int8_facts is not None:
-                meta.update(_int8_metadata(calibration, int8_facts))
-            if names is not None and spec.kind == "classifier":
-                meta.update(labels_metadata(names))
-            set_metadata(graph, meta)
-            onnx.checker.check_model(graph, full_check=True)
-            staged[name] = staged_path(paths[name])
-            staged[name].write_bytes(graph.SerializeToString())
-            log(f"{name}: {len(graph.graph.node)} nodes ({simp.simplifier}: {simp.reason}), validating on onnxruntime")
-
-            t = time.perf_counter()
-            if id(net) not in refs:
-                refs[id(net)] = reference_cases(net, cfg.shapes, output_names=spec.output_names)
-            cases = refs[id(net)]
-            if precision == "int8" and calibration is not None and calibration.held_out:
-                # real photographs the calibration did not see (the folder's other images)
-                cases = cases + [photo_case(net, calibration.held_out, PRETRAINED_CFGS[cfg.variant])]
-            tol: Tolerance = tolerance_for(precision)
-            checked_on[name] = cases
-            report = _gate(cfg, staged[name], cases, tol, f"convmlp_{cfg.variant} {name}", label)
-            timings[f"{name}_validate_s"] = time.perf_counter() - t
-            if precision == "int8" and not report.passed and cfg.int8_fallback == "auto":
-                assert calibration is not None and int8_facts is not None
-                t = time.perf_counter()
-                fallback = _int8_fallback(cfg, graph, float_graph, net, cases, tol, calibration, staged, label, log)
-                int8_facts["fallback"] = fallback.to_dict()
-                timings["int8_fallback_s"] = time.perf_counter() - t
-                if fallback.passed and fallback.graph is not None and fallback.report is not None:
-                    graph, report = fallback.graph, fallback.report
-                    meta.update(fallback_metadata(fallback.record()))
-                    set_metadata(graph, meta)
-                    onnx.checker.check_model(graph, full_check=True)
-                    staged[name].write_bytes(graph.SerializeToString())
-            graphs.append(
-                GraphResult(name, paths[name], precision, simp, report, len(graph.graph.node), op_counts(graph))
-            )
-            if cfg.openvino and name in IR_OF:
-                t = time.perf_counter()
-                ir = _stage_ir(name, staged[name], meta, paths, staged, staged_dirs, log)
-                with OpenVINORunner(staged[ir], precision="f32", cache_dir="") as runner:
-                    report = compare_runner(
-                        runner, cases, tolerance=tol, model_label=f"convmlp_{cfg.variant} {ir}", weights=label
-                    )
-                info = read_ir(staged[ir])
-                graphs.append(GraphResult(
-                    ir, paths[ir], precision, simp, report, sum(info.layers.values()), info.layers,
-                    weights_path=ir_bin_path(paths[ir]),
-                ))
-                timings[f"{ir}_convert_validate_s"] = time.perf_counter() - t
-
-        passed = all(g.validation.passed for g in graphs)
-        if not passed:
-            rejected = keep_rejected(cfg.output_dir, cfg.variant, graphs, staged, checked_on, log)
-        if passed:
-            for g in graphs:
-                g.sha256 = file_sha256(staged[g.name])
-                g.size_bytes = staged[g.name].stat().st_size
-                if g.weights_path is not None:  # an IR: its .bin first, so the new .xml never meets an old .bin
-                    tmp_bin = ir_bin_path(staged[g.name])
-                    g.weights_sha256 = file_sha256(tmp_bin)
-                    g.size_bytes += tmp_bin.stat().st_size
-                    os.replace(tmp_bin, g.weights_path)
-                os.replace(staged[g.name], g.path)
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
-        for folder in staged_dirs:
-            shutil.rmtree(folder, ignore_errors=True)
-    timings["total_s"] = time.perf_counter() - t0
-
+def _report(run: Run) -> dict[str, Any]:
+    """The run's report (``convmlp_{v}.report.json``); a passed run's also lists the stale graphs."""
+    cfg, calibration = run.cfg, run.calibration
     report = {
         "variant": cfg.variant,
-        "num_classes": model.num_classes,
-        "params": params,
-        "gmacs_224": round(macs / 1e9, 4),
-        "opset": opset,
+        "num_classes": run.classifier.net.num_classes,
+        "params": run.params,
+        "gmacs_224": round(run.macs / 1e9, 4),
+        "opset": run.opset,
         "exporter": {
             "name": cfg.exporter,
             "title": exporter_info(cfg.exporter).title,
             **exporter_versions(cfg.exporter),
-            "notes": notes,
-            "rewrites": rewrites,
+            "notes": run.notes,
+            "rewrites": run.rewrites,
         },
         "simplifier": cfg.simplifier,
-        "int8": int8_facts and {**int8_facts, "calibration": calibration.facts() if calibration else None},
+        "int8": run.int8_facts and {**run.int8_facts, "calibration": calibration.facts() if calibration else None},
         "fp16_converter": (
             {"name": CONVERTER, "version": converter_version(), "fp32_ops": list(FP32_OPS)}
             if cfg.fp16 or cfg.int8 else None
         ),
         "openvino": {"version": openvino_version(), "compress_to_fp16": False, "validated_precision": "f32"}
         if cfg.openvino else None,
-        "weights": label,
-        "checkpoint_sha256": sha,
-        "validation_shapes": [list(s) for s in cfg.shapes],
-        "passed": all(g.validation.passed for g in graphs),
-        "graphs": {g.name: g.to_dict() for g in graphs},
-        "rejected": {r.name: r.to_dict() for r in rejected},
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "weights": run.weights,
+        "checkpoint_sha256": run.sha,
+        "validation_shapes": [list(s) for s in _shapes(run)],
+        "preprocessing": {k: getattr(run.pcfg, k) for k in PREPROCESSING},
+        "passed": all(g.validation.passed for g in run.graphs),
+        "graphs": {g.name: g.to_dict() for g in run.graphs},
+        "rejected": {r.name: r.to_dict() for r in run.rejected},
+        "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
         "versions": _versions(),
     }
     if report["passed"]:
-        stale = stale_artifacts(cfg.variant, cfg.output_dir, [g.name for g in graphs])
+        stale = stale_artifacts(cfg.variant, cfg.output_dir, [g.name for g in run.graphs])
         report["stale"] = [str(p) for p in stale]
         for p in stale:
-            log(f"note: {p} is from an earlier export (this run did not write it); it is listed as stale in the report")
-    result = ExportResult(cfg, graphs, report, None, timings, rejected)
-    if result.passed:
-        result.report_path = atomic_write_json(paths["report"], report)
-    return result
+            run.log(f"note: {p} is from an earlier export (this run did not write it); it is listed as stale in "
+                    "the report")
+    return report

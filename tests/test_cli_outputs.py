@@ -115,3 +115,12 @@ def test_json_out_writes_what_json_prints(graphs, tmp_path, command):
     assert json.loads(printed.stdout) == json.loads((tmp_path / "o.json").read_text())
     res = CliRunner().invoke(cli.main, [*args, "--json-out", str(tmp_path / "missing" / "o.json")])
     assert res.exit_code == 2 and "--json-out" in res.output
+
+
+def test_a_cosine_column_prints_one_format(capsys):
+    """A column of cosines prints 1.0 as 1.000000 beside 0.999987, not as "1"; other columns keep 1."""
+    from deploy.cli.present import echo_table
+
+    echo_table([{"cos": 1.0, "ms": 1.0}, {"cos": 0.999987, "ms": 2.5}], [("cos", "cosine"), ("ms", "ms")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["1.000000", "1"] and lines[3].split() == ["0.999987", "2.5"]

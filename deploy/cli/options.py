@@ -35,11 +35,13 @@ from ..errors import DeployError, OptionError
 from ..loader import ModelSource
 from ..modelfile.profiles import ShapeProfile, parse_shape
 from ..precision import ALIASES, AUTO
+from .export_options import OutputFolder, export_options  # the export command's group, in its own module
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_VALIDATION", "ValidationFailed", "Group", "GreedyCommand",
     "Resolution", "RESOLUTION", "PredictResolution", "Parsed", "SHAPE", "PROFILE", "PERCENTILES", "OutputFile", "Precision",
     "VARIANT", "JsonOut", "json_output", "model_source", "Runtime", "runtime_options", "endpoint_options",
+    "stream_options", "shape_options", "OutputFolder", "export_options",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VALIDATION = 0, 1, 2, 3
@@ -342,21 +344,20 @@ def _sources(
         raise OptionError("give either --weights or --pretrained, not both")
     if multiple:
         files = [ModelSource(onnx=Path(p)) for p in onnx] + [ModelSource(engine=Path(p)) for p in engine]
-        if (w or pretrained) and variant is None:
-            raise OptionError("--weights and --pretrained go with --variant")
+        if variant is None:  # the weights would be a file's: each carries its own
+            ModelSource(weights=w, pretrained=pretrained).check_weights()
         return ([ModelSource(variant=variant, weights=w, pretrained=pretrained)] if variant else []) + files
     names = " or ".join(f"--{n}" for n in sorted(files, key=lambda n: n != "engine"))  # --engine or --onnx
-    if onnx is not None and engine is not None:
-        raise OptionError("give either --onnx or --engine, not both")
-    path = onnx or engine
+    source = ModelSource(variant=variant, onnx=Path(onnx) if onnx else None,  # refuses --onnx with --engine
+                         engine=Path(engine) if engine else None, weights=w, pretrained=pretrained)
+    path = source.path
     if mode == "either" and (path is None) == (variant is None):
         raise OptionError("give exactly one of --engine, --onnx or --variant")
     if mode in ("hint", None) and path is None and files:
         raise OptionError(f"give exactly one of {names}" if len(files) > 1 else f"give {names} PATH")
-    if weights_mode == "variant" and (w or pretrained) and path is not None:
-        raise OptionError("--weights and --pretrained go with --variant (a file carries its weights)")
-    return [ModelSource(variant=variant, onnx=Path(onnx) if onnx else None,
-                        engine=Path(engine) if engine else None, weights=w, pretrained=pretrained)]
+    if weights_mode == "variant" and path is not None:
+        source.check_weights()
+    return [source]
 
 
 # --------------------------------------------------------------------------- how it runs
@@ -397,7 +398,7 @@ def runtime_options(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             chosen = kwargs.pop("backend", () if multiple else None)
             dev = kwargs.pop("device", None)
-            options = RunnerOptions(device=dev or "cpu", precision=kwargs.pop("precision", None),
+            options = RunnerOptions(device=dev, precision=kwargs.pop("precision", None),
                                     threads=kwargs.pop("threads", None), streams=kwargs.pop("streams", None))
             if multiple:
                 return f(*args, runtime=Runtime(None, tuple(chosen), options, dev), **kwargs)
@@ -459,3 +460,132 @@ def endpoint_options(*, concurrency: bool = False) -> Callable[[Callable[..., An
                                  "instead of a file.")(wrapper)
 
     return decorate
+
+
+# --------------------------------------------------------------------------- a stream of sizes
+
+
+def stream_options(*, excludes: Sequence[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--shapes SPEC`` / ``--shapes-file FILE`` (a stream of sizes), ``--requests``, ``--seed``,
+    ``--reference-size``; the command gets ``stream: StreamSpec | None`` (None: no stream asked). The batch
+    of sizes given without one is the command's ``--batch`` (one value). ``excludes``: names of the
+    command's parameters a stream has no use for, refused beside it when given on the command line."""
+    from ..commands.bench.stream import DEFAULT_REFERENCE, DEFAULT_REQUESTS, parse_stream, read_shapes_file
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            shapes, shapes_file = kwargs.pop("shapes"), kwargs.pop("shapes_file")
+            choices = {"requests": kwargs.pop("requests"), "seed": kwargs.pop("seed"),
+                       "reference": kwargs.pop("reference_size")}
+            if shapes is None and shapes_file is None:
+                flag = next((f"--{k.replace('reference', 'reference-size')}" for k, v in choices.items()
+                             if v is not None), None)
+                if flag:
+                    raise OptionError(f"{flag} goes with --shapes or --shapes-file")
+                return f(*args, stream=None, **kwargs)
+            if shapes is not None and shapes_file is not None:
+                raise OptionError("give either --shapes or --shapes-file, not both")
+            given = "--shapes" if shapes is not None else "--shapes-file"
+            ctx = click.get_current_context()
+            for p in ctx.command.params:
+                if p.name in excludes and ctx.get_parameter_source(p.name) in (
+                        click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+                    raise OptionError(f"{given} measures a stream of sizes: {p.opts[0]} does not go with it")
+            batches = tuple(kwargs.get("batch") or (1,))
+            if len(set(batches)) > 1:
+                raise OptionError(f"{given} takes one --batch (the batch of every size given without one), "
+                                  f"not {' '.join(map(str, batches))}")
+            opts = {"batch": batches[0], "requests": choices["requests"], "seed": choices["seed"] or 0,
+                    "reference": choices["reference"]}
+            spec = parse_stream(shapes, **opts) if shapes is not None else read_shapes_file(shapes_file, **opts)
+            return f(*args, stream=spec, **kwargs)
+
+        wrapper = click.option("--reference-size", default=None, metavar="SIZE",
+                               help=f"With --shapes: the fixed size measured beside the stream, interleaved "
+                                    f"[default: {DEFAULT_REFERENCE} at --batch].")(wrapper)
+        wrapper = click.option("--seed", type=int, default=None,
+                               help="With --shapes random:...: the seed of the draw [default: 0].")(wrapper)
+        wrapper = click.option("--requests", type=click.IntRange(min=1), default=None,
+                               help=f"With --shapes: stream requests [default: {DEFAULT_REQUESTS}; a file: each "
+                                    "line once].")(wrapper)
+        wrapper = click.option("--shapes-file", type=click.Path(), default=None, metavar="FILE",
+                               help="A stream of sizes from FILE, in turn: one a line (N, HxW or BxHxW; # "
+                                    "comments).")(wrapper)
+        return click.option("--shapes", default=None, metavar="SPEC",
+                            help="Measure a stream of sizes instead of the sweep: random:LO-HI (height and width "
+                                 "uniform in [LO, HI]) or cycle:224,320x480,... (in turn).")(wrapper)
+
+    return decorate
+
+
+# --------------------------------------------------------------------------- how sizes are served
+
+
+def shape_options(*, default: str = "dynamic") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--shape-policy dynamic|static``, ``--warmup SIZE...``, ``--cache-size``, ``--specialize-after``,
+    ``--max-specialized``: one ``deploy.shapes.ShapePolicy``, parsed before any work. Put it below
+    ``runtime_options``: the policy goes into ``runtime.options.shapes`` (without ``runtime_options``, the
+    command gets ``shapes: ShapePolicy``). ``default``: the command's policy (``benchmark``: static)."""
+    from ..shapes import (
+        DEFAULT_CACHE_BYTES,
+        DEFAULT_MAX_SPECIALIZED,
+        DEFAULT_SPECIALIZE_AFTER,
+        MODES,
+        ShapePolicy,
+        format_bytes,
+        parse_bytes,
+        parse_sizes,
+    )
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            mode = kwargs.pop("shape_policy")
+            warm = kwargs.pop("warmup_sizes")
+            cache = kwargs.pop("cache_size")
+            after, most = kwargs.pop("specialize_after"), kwargs.pop("max_specialized")
+            if mode == "static" and after is not None:
+                raise OptionError("--specialize-after goes with --shape-policy dynamic (static compiles every "
+                                  "size on first sight)")
+            changes: dict[str, Any] = {"warmup": parse_sizes(warm) if warm else ()}
+            if cache is not None:
+                changes["cache_bytes"] = cache
+            if after is not None:
+                changes["specialize_after"] = after
+            if most is not None:
+                changes["max_specialized"] = most
+            policy = ShapePolicy(mode=mode, **changes)
+            runtime = kwargs.get("runtime")
+            if isinstance(runtime, Runtime):
+                kwargs["runtime"] = Runtime(runtime.backend, runtime.backends, runtime.options.with_(shapes=policy),
+                                            runtime.device)
+                return f(*args, **kwargs)
+            return f(*args, shapes=policy, **kwargs)
+
+        wrapper = click.option(
+            "--max-specialized", type=click.IntRange(min=0), default=None, metavar="N",
+            help=f"Most executables of one size kept in memory, least recently used out (static: most "
+                 f"compiled sizes; 0: the dynamic one only) [default: {DEFAULT_MAX_SPECIALIZED}].")(wrapper)
+        wrapper = click.option(
+            "--specialize-after", type=click.IntRange(min=1), default=None, metavar="K",
+            help=f"Dynamic policy: a size sent K times gets an executable of its own, made off the request "
+                 f"path [default: {DEFAULT_SPECIALIZE_AFTER}].")(wrapper)
+        wrapper = click.option(
+            "--cache-size", type=Parsed("SIZE", lambda v: parse_bytes(v, option="--cache-size"), int),
+            default=None, metavar="SIZE",
+            help=f"Bound of the on-disk compiled-model cache (OpenVINO: ~/.cache/convmlp-deploy/openvino), least "
+                 f"recently used out: 2G, 500M; 0 turns it off [default: {format_bytes(DEFAULT_CACHE_BYTES)}].")(wrapper)
+        wrapper = click.option(
+            "--warmup", "warmup_sizes", type=str, multiple=True, default=(),
+            metavar="SIZE",
+            help="Sizes given their own executable before the model is ready: 224, 320x480, 2x512 (batch 2), "
+                 "several allowed (--warmup 224,320x480).")(wrapper)
+        return click.option(
+            "--shape-policy", type=click.Choice(MODES), default=default,
+            help="How input sizes are served: dynamic (one dynamic-shape executable answers any size at once; "
+                 "sizes that recur get their own, made off the request path) or static (one executable per "
+                 "size, compiled on first sight, on the request path).")(wrapper)
+
+    return decorate
+

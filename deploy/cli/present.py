@@ -17,7 +17,7 @@ __all__ = [
     "echo_table", "echo_json", "echo_notes", "echo_validation", "validation_failure", "echo_layers",
     "echo_layer_times", "echo_profile", "echo_export", "export_failure", "echo_build", "echo_benchmark",
     "echo_triton", "echo_prediction", "echo_evaluation", "echo_doctor", "count_progress", "bench_progress",
-    "echo_serving", "endpoint_block", "echo_endpoint_report",
+    "echo_serving", "endpoint_block", "echo_endpoint_report", "echo_stream",
     "VALIDATION_COLUMNS", "EVAL_COLUMNS", "PLOT_FORMATS",
 ]
 
@@ -25,7 +25,9 @@ __all__ = [
 def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
     """Print ``rows`` as an aligned text table; ``columns`` are (key, header) pairs."""
     raw = [[r.get(k) for k, _ in columns] for r in rows]
-    cells = [[h for _, h in columns]] + [[_fmt(v) for v in row] for row in raw]
+    # a column of near-one values (cosines) prints them all with six decimals, 1.0 included
+    fine = [any(_near_one(row[i]) and row[i] != 1 for row in raw) for i in range(len(columns))]
+    cells = [[h for _, h in columns]] + [[_fmt(v, fine[i]) for i, v in enumerate(row)] for row in raw]
     numeric = [all((isinstance(row[i], (int, float)) and not isinstance(row[i], bool)) or row[i] is None
                    for row in raw) for i in range(len(columns))]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
@@ -36,13 +38,18 @@ def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]
             click.echo("  ".join("-" * w for w in widths))
 
 
-def _fmt(value: Any) -> str:
+def _near_one(value: Any) -> bool:
+    return isinstance(value, float) and 0.999 <= abs(value) <= 1
+
+
+def _fmt(value: Any, fine: bool = False) -> str:
+    """One cell; ``fine``: the column holds near-one values, which all get six decimals."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, float):
-        if 0.999 <= abs(value) < 1:
+        if (0.999 <= abs(value) < 1) or (fine and _near_one(value)):
             return f"{value:.6f}"
         if value == 0 or 1e-3 <= abs(value) < 1e5:
             return f"{value:.4g}"
@@ -67,11 +74,17 @@ def echo_validation(report: Any) -> None:
     tol = report.tolerance
     click.echo(f"{report.model} on {report.backend} vs PyTorch FP32, weights {report.weights}")
     unchecked = tol.min_top1_agreement is not None and report.top1_agreement is None
-    click.echo(f"gate ({tol.precision}): {tol.describe()}"
-               + (" (no real photos in this run: top-1 agreement not checked)" if unchecked else ""))
+    click.echo(f"gate ({tol.precision}): {tol.describe(report.images_name)}"
+               + (f" (no {report.images_name} in this run: top-1 agreement not checked)" if unchecked else ""))
+    grid = getattr(report, "grid_tolerance", None)
+    if tol.input_dependent:  # which set carried the accuracy gate (deploy.compare.gate_plan)
+        click.echo(f"accuracy gate on: {report.carried_by}"
+                   + (f"; synthetic grid: {grid.describe()}" if grid is not None and grid != tol else ""))
+        if report.gate_note:
+            click.echo(f"note: {report.gate_note}")
     echo_table(report.rows(), VALIDATION_COLUMNS)
     if report.top1_agreement is not None and tol.min_top1_agreement is not None:
-        click.echo(f"top-1 agreement on the real photos: {report.top1_agreement:.1%}")
+        click.echo(f"top-1 agreement on the {report.images_name}: {report.top1_agreement:.1%}")
     click.echo("PASSED" if report.passed else "FAILED: " + "; ".join(report.failures))
 
 
@@ -290,6 +303,8 @@ def echo_triton(entry: Any) -> None:
     echo_table(rows, [("io", "io"), ("name", "name"), ("data_type", "data type"), ("dims", "dims")])
     batching = f"dynamic, preferred {list(opts.preferred_batch_sizes) or 'any'}" if opts.dynamic_batching else "off"
     click.echo(f"instances: {opts.instances} x KIND_{opts.instance_kind.upper()}; batching: {batching}")
+    for note in entry.notes:
+        click.echo(f"Note: {note}", err=True)
 
 
 def echo_prediction(result: Any) -> None:
@@ -299,6 +314,8 @@ def echo_prediction(result: Any) -> None:
     click.echo(f"{result.image}  [{shape}]")
     cols = [("rank", "rank"), ("index", "class")] + ([("label", "label")] if any(s.label is not None for s in result.top) else [])
     echo_table([s.to_dict() for s in result.top], cols + [("probability", "probability")])
+    if result.note:
+        click.echo(f"Note: {result.note}", err=True)
     click.echo("")
 
 
@@ -352,3 +369,19 @@ def echo_endpoint_report(report: Any, csv_out: str | None, plot_out: str | None,
             if r.first_error:
                 click.echo(f"warning: {r.errors} errors at {r.concurrency} clients, the first: {r.first_error}")
     return written
+
+
+def echo_stream(report: Any, written: Sequence[str]) -> None:
+    """``benchmark --shapes``: the machine, what was sent, the stream and reference rows, then the ratio,
+    first sights and what the runner says of its shapes (a ``StreamReport``)."""
+    from ..commands.bench.report import machine_line
+    from ..shapes import format_size
+
+    click.echo(machine_line(report.machine, report.versions))
+    click.echo(f"{report.runner}: {report.spec.describe()}, reference {format_size(report.spec.reference)} "
+               "interleaved")
+    echo_table(report.rows(), report.COLUMNS)
+    for line in report.summary_lines():
+        click.echo(line)
+    for path in written:
+        click.echo(f"wrote {path}")

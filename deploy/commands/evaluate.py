@@ -31,8 +31,8 @@ from convmlp.preprocess import ImageError, ResolutionLike, list_images, load_ima
 from convmlp.weights import PretrainedCfg
 
 from ..api import Model
-from ..backends import RunnerOptions, backend, default_backend
-from ..errors import DeployError, OptionError
+from ..backends import READS_IR, RunnerOptions, backend, default_backend, precision_choosers
+from ..errors import DeployError, OptionError, words
 from ..loader import LoadedModel, ModelSource, synthetic_note
 from .predict import open_classifier
 
@@ -281,7 +281,8 @@ def _check_backends(sources: Sequence[ModelSource], backends: Sequence[str]) -> 
 
 
 def open_rows(
-    sources: Sequence[ModelSource], *, backends: Sequence[str] = (), options: RunnerOptions | None = None
+    sources: Sequence[ModelSource], *, backends: Sequence[str] = (), options: RunnerOptions | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[LoadedModel]:
     """One classifier per row: a variant on PyTorch, each graph on each of ``backends`` (default: the one
     it runs on), each engine on TensorRT. ``options.precision`` goes to the backends that choose precision
@@ -293,13 +294,17 @@ def open_rows(
     for src in sources:
         names = backends if src.reads == "onnx" and backends else (default_backend(src.reads, src.path),)
         for name in names:
-            b = backend(name)
-            b.check_reads(src.reads)
+            b = backend(name)  # what it reads and takes is checked once, by the loader (open_classifier)
+            if _cannot_run(src, name, names):  # an IR among graphs on several backends: skip that pair only
+                if on_note is not None:
+                    on_note(f"{src.path.name} on {name}: skipped (an OpenVINO IR runs on {' or '.join(READS_IR)})")
+                continue
             # run-time precision is a file's: the PyTorch row is the FP32 reference
             opts = options if b.precisions and src.reads != "variant" else options.with_(precision=None)
             rows.append(open_classifier(src, backend_name=name, options=opts, purpose="evaluate"))
     if options.precision is not None and not any(backend(m.backend).precisions and m.facts.path for m in rows):
-        raise OptionError(f"--precision {options.precision} applies to rows on --backend openvino; "
+        raise OptionError(f"--precision {options.precision} applies to rows on --backend "
+                          f"{words(precision_choosers('onnx'), 'or')}; "
                           "the other backends run the precision their file carries")
     counts = {m.num_classes for m in rows}
     if len(counts) > 1:
@@ -307,6 +312,14 @@ def open_rows(
         raise OptionError(f"the rows classify into different class counts: {listed}; evaluate one model's "
                           "files together (for a fine-tuned graph, give --variant the --weights it was exported from)")
     return rows
+
+
+def _cannot_run(src: ModelSource, name: str, names: Sequence[str]) -> bool:
+    """An IR asked of a backend that reads no IR, where another of ``names`` runs it (evaluate the rest)."""
+    from ..modelfile import is_ir
+
+    return (src.path is not None and is_ir(src.path) and name not in READS_IR
+            and any(n in READS_IR for n in names))
 
 
 def evaluate_files(
@@ -333,7 +346,7 @@ def evaluate_files(
     dataset = load_dataset(data, labels_file)
     if resolution is not None:
         check_fits(next((s.variant for s in sources if s.variant), None), [(batch, *resolution)])
-    models = open_rows(sources, backends=backends, options=options)
+    models = open_rows(sources, backends=backends, options=options, on_note=on_note)
     notes = list(dict.fromkeys(n for m in models for n in m.notes))
     synthetic = list(dict.fromkeys(m.facts.name for m in models if m.facts.synthetic))
     if synthetic:

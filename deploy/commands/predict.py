@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from convmlp.preprocess import ImageError, ResolutionLike
+from convmlp.preprocess import ImageError, ResolutionLike, load_image
 
 from ..api import Model
 from ..backends import RunnerOptions
@@ -38,6 +38,8 @@ class ImageResult:
     top: list[ClassScore] = field(default_factory=list)
     input_shape: tuple[int, ...] | None = None
     error: str | None = None
+    #: what the user should know about this image's answer (one far below the model's input size)
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -50,6 +52,7 @@ class ImageResult:
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "top_k": [s.to_dict() for s in self.top],
             "error": self.error,
+            "note": self.note,
         }
 
 
@@ -88,11 +91,28 @@ def predict_images(
     for path in images:
         name = str(path)
         try:
-            x = model.preprocess(path, resolution)
-            yield ImageResult(name, top_k(model(x)[0], k, model.labels), tuple(x.shape))
+            image = load_image(path)
+            x = model.preprocess(image, resolution)
+            yield ImageResult(name, top_k(model(x)[0], k, model.labels), tuple(x.shape),
+                              note=small_image_note(image.size, tuple(x.shape[2:])))
         except (ImageError, DeployError) as exc:
             msg = str(exc)
             yield ImageResult(name, error=msg if msg.startswith(name) else f"{name}: {msg}")
+
+
+#: an image whose shorter side is below this fraction of the model's input side is named in a note
+SMALL_IMAGE_FRACTION = 0.25
+
+
+def small_image_note(image_size: tuple[int, int], input_hw: tuple[int, ...]) -> str | None:
+    """A note when an image (``image_size``: width, height) is far below the model's input (``input_hw``):
+    upscaling it more than 4x invents the detail the network classifies, so its answer may mean little."""
+    w, h = image_size
+    side = min(input_hw)
+    if min(w, h) >= SMALL_IMAGE_FRACTION * side:
+        return None
+    return (f"the image is {w}x{h}, far below the model's {input_hw[0]}x{input_hw[1]} input: it was upscaled "
+            f"{side / max(1, min(w, h)):.0f}x, so its classes may mean little")
 
 
 @dataclass

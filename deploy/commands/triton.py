@@ -140,6 +140,8 @@ class ModelEntry:
     model_path: Path
     model: TritonModel
     options: TritonOptions
+    #: what the user should know (a GPU entry written on a machine without a GPU)
+    notes: tuple[str, ...] = ()
 
     @property
     def served_by(self) -> str:
@@ -158,6 +160,7 @@ class ModelEntry:
             "platform": None if BACKENDS[o.runtime].triton_named else m.platform,
             "backend": o.runtime,
             "instance_kind": o.instance_kind,
+            "notes": list(self.notes),
             "labels": str(o.labels) if o.labels else ("model metadata" if o.label_names else None),
             "parameters": dict(o.parameters),
             "source": str(f.path),
@@ -383,9 +386,10 @@ def check_schema(config_text: str) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
-def _check_existing(entry: Path, model: TritonModel) -> None:
-    """``TritonOptionError`` when ``entry`` holds another model: another file, or the same name at another
-    precision (an FP32 IR and an INT8 IR both default to ``convmlp_s_openvino``)."""
+def _check_existing(entry: Path, model: TritonModel, opts: TritonOptions) -> None:
+    """``TritonOptionError`` when ``entry`` holds another model: another file, the same name at another
+    precision (an FP32 IR and an INT8 IR both default to ``convmlp_s_openvino``), or another instance kind
+    (a KIND_CPU entry is not silently turned into a KIND_GPU one)."""
     config = entry / "config.pbtxt"
     if not config.is_file():
         return
@@ -398,6 +402,11 @@ def _check_existing(entry: Path, model: TritonModel) -> None:
         what = f"{old[0]} ({old[1]})" if old[0] else "a config not written by convmlp-deploy"
         raise TritonOptionError(f"{entry} already serves {what}, not {new[0]} ({new[1]}): give another --model-name, "
                                 "or --overwrite to replace it")
+    kind = re.search(r"^\s*kind:\s*KIND_([A-Z]+)", text, re.M)
+    if kind and kind.group(1).lower() != opts.instance_kind:
+        raise TritonOptionError(f"{entry} already serves {new[0]} on KIND_{kind.group(1)}, not "
+                                f"KIND_{opts.instance_kind.upper()}: give another --model-name, or --overwrite to "
+                                "replace it")
 
 
 def write_model_entry(
@@ -417,7 +426,7 @@ def write_model_entry(
     if entry.exists() and not entry.is_dir():
         raise TritonOptionError(f"{entry} exists and is a file, not a model folder")
     if not overwrite:
-        _check_existing(entry, model)
+        _check_existing(entry, model, opts)
     version = entry / "1"
     created = not entry.exists()
     version.mkdir(parents=True, exist_ok=True)
@@ -450,7 +459,21 @@ def write_model_entry(
     for other in _MODEL_FILES:
         if other not in {name for _, name in model.files()}:
             (version / other).unlink(missing_ok=True)
-    return ModelEntry(repo, opts.model_name, entry / "config.pbtxt", version / model.model_filename, model, opts)
+    return ModelEntry(repo, opts.model_name, entry / "config.pbtxt", version / model.model_filename, model, opts,
+                      _notes(opts))
+
+
+def _notes(opts: TritonOptions) -> tuple[str, ...]:
+    """A GPU entry written here when this machine has no CUDA GPU: fine for another server, but say so."""
+    if opts.instance_kind != "gpu":
+        return ()
+    import torch
+
+    if torch.cuda.is_available():
+        return ()
+    cpu = "cpu" in BACKENDS[opts.runtime].triton_kinds
+    hint = " (or --instance-kind cpu to serve it on a CPU)" if cpu else ""
+    return (f"this machine has no CUDA GPU: the entry runs on a Triton server with one (KIND_GPU){hint}",)
 
 
 def write_triton_entry(

@@ -2,14 +2,15 @@
 
 ``validate_file`` is the command's one call: the file's record (``deploy.modelfile``) decides the
 gate (its precision, inferred when not recorded), the reference (its variant, kind and class count)
-and what the request may ask; the runner comes from ``deploy.backends``.
+and what the request may ask; the backend's rules and the runner come from ``deploy.loader``
+(``plan_model``, ``open_runner``), so validate words only its own rules.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,17 @@ import torch
 
 from convmlp.weights import file_sha256
 
-from ..backends import RunnerOptions, backend, default_backend, takers
+from ..backends import RunnerOptions
 from ..compare import ValidationReport, tolerance_for
-from ..errors import DeployError, OptionError, words
-from ..loader import ModelSource, reference_model
+from ..errors import DeployError, OptionError
+from ..loader import ModelPlan, ModelSource, open_runner, plan_model, reference_model
 from ..modelfile import ModelFacts, describe, file_format
 from ..precision import run_precision
 from ..reference import (
     DEFAULT_GRID,
     Shape,
     compare_runner,
+    grid_for,
     photo_case,
     reference_cases,
     sample_images,
@@ -145,11 +147,9 @@ def validate_file(
                                   shapes or DEFAULT_GRID, on_case)
     if source.path is None:
         raise OptionError("give exactly one of --engine or --onnx (or --endpoint HOST:PORT for a served model)")
-    _check_request(source, backend_name, options, bool(images), per_layer, reference_onnx)
-    if source.engine is not None:
-        backend("tensorrt").require()  # what the machine lacks comes before what the sidecar says
+    plan = _check_request(source, backend_name, options, bool(images), per_layer, reference_onnx)
     photos = _photos(images)
-    facts = source.describe()
+    facts = plan.describe()  # for an engine, what the machine lacks comes before what the sidecar says
     if photos and facts.kind == "features":
         raise OptionError("--images applies to classifier graphs (top-1 agreement); this one outputs features")
     ref_facts = None
@@ -163,10 +163,11 @@ def validate_file(
         ref_facts = describe(reference_onnx or reference_graph(facts), "onnx")
         check_reference(facts, ref_facts)
     if facts.format == "engine":
-        report = _validate_engine(facts, source, on_case)
+        report = _validate_engine(facts, plan, source.weights, on_case)
     else:
         label = f"the images in --images {images}" if isinstance(images, (str, os.PathLike)) else "the images given"
-        report = _validate_graph(facts, source, backend_name, options, photos, shapes or DEFAULT_GRID, on_case, label)
+        grid = shapes or grid_for(facts.preprocessing.input_size)  # the grid around the recorded input size
+        report = _validate_graph(facts, plan, source.weights, photos, grid, on_case, label)
     layers = None
     if ref_facts is not None:
         assert ref_facts.path is not None and facts.path is not None
@@ -194,29 +195,23 @@ def _photos(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -
 def _check_request(
     source: ModelSource, backend_name: str | None, options: RunnerOptions, images: bool, per_layer: bool,
     reference_onnx: Any,
-) -> None:
-    """``OptionError`` for options the file kind or the backend does not take (nothing read yet)."""
+) -> ModelPlan:
+    """The plan of ``source`` on its backend (``plan_model``: what the backend runs and takes), after
+    validate's own rules; ``OptionError`` for either, before anything is read."""
     if reference_onnx and not per_layer:
         raise OptionError("--reference-onnx goes with --per-layer")
     if reference_onnx and file_format(reference_onnx) != "onnx":
         raise OptionError(f"--reference-onnx {Path(reference_onnx).name} is not an ONNX graph (an OpenVINO IR or an "
                           "engine): give the FP32 .onnx graph")
     if source.engine is not None:
-        given = [flag for flag, on in (("--backend", backend_name and backend(backend_name).reads != "engine"),
-                                       ("--provider", options.providers), ("--images", images),
-                                       ("--per-layer", per_layer), ("--precision", options.precision)) if on]
+        given = [flag for flag, on in (("--images", images), ("--per-layer", per_layer)) if on]
         if given:
-            raise OptionError(f"{given[0]} applies to --onnx (an engine runs on TensorRT, at its own precision)")
-        return
-    b = backend(backend_name or default_backend("onnx", source.onnx))
-    b.check_reads("onnx", source.onnx)
-    if options.providers and "providers" not in b.takes:
-        raise OptionError(f"--provider is an {words(takers('providers'))} option; drop it or use --backend "
-                          f"{' or '.join(takers('providers'))}")
-    if options.precision and not b.precisions:
-        raise OptionError(f"--precision applies to --backend openvino ({b.name} runs the graph's own precision)")
+            raise OptionError(f"{given[0]} applies to --onnx (an engine is checked at its profiles' shapes)")
+    # --weights names the reference here, not the runner's weights
+    plan = plan_model(replace(source, weights=None, pretrained=False), backend_name, options)
     if per_layer and source.onnx is not None and file_format(source.onnx) == "ir":
         raise OptionError("--per-layer compares ONNX graphs on onnxruntime: give the .onnx this IR came from")
+    return plan
 
 
 def check_reference(checked: ModelFacts, reference: ModelFacts) -> None:
@@ -238,13 +233,11 @@ def check_reference(checked: ModelFacts, reference: ModelFacts) -> None:
 
 
 def _validate_graph(
-    facts: ModelFacts, source: ModelSource, backend_name: str | None, options: RunnerOptions,
-    images: Sequence[str | os.PathLike[str]], shapes: Sequence[Shape], on_case: Callable[[Shape], None] | None,
-    photos_label: str = "the images given",
+    facts: ModelFacts, plan: ModelPlan, weights: Path | None, images: Sequence[str | os.PathLike[str]],
+    shapes: Sequence[Shape], on_case: Callable[[Shape], None] | None, photos_label: str = "the images given",
 ) -> ValidationReport:
-    b = backend(backend_name or default_backend("onnx", facts.path))
-    runner = b.open(facts.path, options)  # onnxruntime's device follows --provider
-    model = reference_for(facts, source.variant, source.weights)
+    runner = open_runner(plan)  # onnxruntime's device follows --provider
+    model = reference_for(facts, plan.source.variant, weights)  # the plan's source has no weights: a file's own
     with runner:
         used = getattr(runner, "precision_used", None)
         label = run_precision(facts.precision, used)
@@ -255,7 +248,7 @@ def _validate_graph(
         return compare_runner(
             runner, cases, tolerance=tolerance_for(facts.precision, used),
             model_label=f"{facts.name} (convmlp_{model.variant} {label})", weights=model.weights_source,
-            on_case=on_case,
+            on_case=on_case, images="images given" if images else None,
         )
 
 
@@ -292,13 +285,13 @@ def _validate_endpoint(
 
 
 def _validate_engine(
-    facts: ModelFacts, source: ModelSource, on_case: Callable[[Shape], None] | None
+    facts: ModelFacts, plan: ModelPlan, weights: Path | None, on_case: Callable[[Shape], None] | None
 ) -> ValidationReport:
     """A TensorRT engine against PyTorch FP32 at each profile's min/opt/max and odd sizes inside."""
     from ..modelfile.profiles import validation_shapes
 
-    model = reference_for(facts, source.variant, source.weights)
-    runner = backend("tensorrt").open(facts.path)
+    model = reference_for(facts, plan.source.variant, weights)
+    runner = open_runner(plan)
     with runner:
         return validate_runner(
             runner, model, shapes=validation_shapes(facts.profiles), tolerance=tolerance_for(facts.precision),

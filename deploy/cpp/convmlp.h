@@ -205,6 +205,39 @@ inline std::vector<float> read_input(const std::string& path, int64_t count) {
   return x;
 }
 
+// Memory available now (MemAvailable of /proc/meminfo), or -1 where it cannot be read.
+inline int64_t available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return -1;
+}
+
+inline std::string gib(double bytes) {
+  char buf[64];
+  if (bytes >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.3g GiB", bytes / (1024.0 * 1024 * 1024));
+  else std::snprintf(buf, sizeof buf, "%.3g MiB", bytes / (1024.0 * 1024));
+  return buf;
+}
+
+// Refuse, before the model is read or compiled, a request that cannot fit in memory: the input (K batches
+// with --parallel K) plus, per sample in flight, three live tensors of the largest activation, which is
+// 16 floats per input pixel for ConvMLP-S and M and 24 for L (the Python CLI's estimate, deploy/resources.py):
+// S's figure is used, so the estimate is a lower bound for every variant.
+inline void check_fits(const Shape& s, int parallel) {
+  const double pixels = static_cast<double>(s.n) * static_cast<double>(s.h) * static_cast<double>(s.w);
+  const double input = pixels * 3 * sizeof(float) * parallel;
+  const double need = input + pixels * 3 * 16 * sizeof(float) * parallel;
+  const int64_t free = available_bytes();
+  if (free >= 0 && need > static_cast<double>(free))
+    fail(kUsage, s.str() + (parallel > 1 ? " x " + std::to_string(parallel) + " threads" : std::string()) +
+                     " needs at least ~" + gib(need) + " (input alone " + gib(input) + "); this machine has " +
+                     gib(static_cast<double>(free)) + " memory available");
+}
+
 // Refuse an --output that cannot be written, before any work: its folder must take a new file.
 inline void check_output(const std::string& path) {
   if (path.empty()) return;
@@ -246,11 +279,10 @@ inline void print_top5(const std::vector<float>& logits, int64_t batch, int64_t 
   }
 }
 
-// The samples' common body: read the input (K batches with --parallel K), infer (each of K threads
-// its own batch, R times, every repeat compared with the first), print top-5, write --output.
-inline int run(Model& model, const Options& o) {
+// The samples' common body: infer on `input` (K batches with --parallel K; each of K threads its own
+// batch, R times, every repeat compared with the first), print top-5, write --output.
+inline int run(Model& model, const Options& o, const std::vector<float>& input) {
   const int64_t per = o.shape.volume();
-  std::vector<float> input = read_input(o.input, per * o.parallel);
   std::vector<std::vector<float>> results(static_cast<size_t>(o.parallel));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(o.parallel));
   std::vector<double> ms;  // per inference, thread 0
@@ -298,10 +330,12 @@ template <typename Open>
 int sample_main(int argc, char** argv, const std::vector<std::string>& extra, const std::string& usage, Open open) {
   try {
     Options o = parse_options(argc, argv, extra, usage);
-    check_output(o.output);  // before any work
+    check_output(o.output);  // before any work: the output, the memory, the input, then the model
+    check_fits(o.shape, o.parallel);
+    const std::vector<float> input = read_input(o.input, o.shape.volume() * o.parallel);
     auto model = open(o);
     std::cerr << model->describe() << "\n" << "preprocessing: " << model->preprocessing().str() << "\n";
-    return run(*model, o);
+    return run(*model, o, input);
   } catch (const Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return e.code;

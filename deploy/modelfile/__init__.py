@@ -425,12 +425,34 @@ def _structure(path: Path, what: str, outputs: Sequence[TensorFacts]) -> tuple[s
         if classes < 1:
             raise UnsupportedModel(f"{path.name}: the {what}'s output {found} has no fixed class count")
         return "classifier", classes
-    if outputs and all(len(t.dims) == 4 for t in outputs):
+    if _is_backbone(outputs):
         return "features", None
+    if any(len(t.dims) == 4 for t in outputs):
+        raise UnsupportedModel(
+            f"{path.name}: the {what} outputs {found}; a ConvMLP backbone outputs the 4 feature maps f1..f4 "
+            f"(channels {' or '.join(str(list(c)) for c in dict.fromkeys(_feature_channels().values()))}): "
+            "this is not one"
+        )
     raise UnsupportedModel(
         f"{path.name}: the {what} outputs {found}; a ConvMLP classifier outputs [batch, classes] "
         "and its backbone rank-4 feature maps"
     )
+
+
+def _feature_channels() -> dict[str, tuple[int, ...]]:
+    """The channels of f1..f4 per variant (the backbone's ``io_spec``)."""
+    return {v: tuple(int(t.dims[1]) for t in io_spec(v, features=True).outputs) for v in VARIANTS}
+
+
+def _is_backbone(outputs: Sequence[TensorFacts]) -> bool:
+    """The F1..F4 outputs of a ConvMLP backbone: exactly 4 rank-4 maps whose channels are one variant's
+    (or, where a graph leaves channels dynamic, named f1..f4). Any other rank-4 output is not ConvMLP's."""
+    if len(outputs) != 4 or any(len(t.dims) != 4 for t in outputs):
+        return False
+    channels = tuple(t.dims[1] for t in outputs)
+    if all(isinstance(c, int) and c > 0 for c in channels):
+        return channels in _feature_channels().values()
+    return [t.name.lower() for t in outputs] == ["f1", "f2", "f3", "f4"]
 
 
 def _from_engine(path: Path) -> ModelFacts:

@@ -113,20 +113,23 @@ def describe_endpoint(url: str, model: str, protocol: str = "http") -> Endpoint:
 
 def endpoint_facts(endpoint: Endpoint, *, variant: str | None = None, precision: str | None = None) -> Any:
     """The record (``deploy.modelfile.ModelFacts``, format ``endpoint``) of a served model: its I/O as the
-    server says, its precision from ``precision`` or the server's config (else fp32), its variant from
-    ``variant`` or the server's config."""
+    server says, its precision from ``precision`` or the server's config (``serve`` publishes
+    ``convmlp_precision``, the precision that runs; else fp32), its variant from ``variant`` or the
+    server's config (``convmlp_variant``)."""
     from convmlp import PRETRAINED_CFGS
 
     from ..modelfile import ModelFacts, TensorFacts
-    from ..precision import canonical
+    from ..precision import canonical, least_exact
 
     v = variant or endpoint.variant
+    said = precision or endpoint.precision  # serve publishes what runs: "bf16", "int8+bf16" (gated as int8)
+    gate = least_exact(*(canonical(part) for part in said.split("+"))) if said else "fp32"
     kind = "classifier" if endpoint.num_classes else "features"
     outputs = ((TensorFacts(endpoint.output_names[0], "float32", (-1, endpoint.num_classes)),) if endpoint.num_classes
                else tuple(TensorFacts(n, "float32", (-1, -1, -1, -1)) for n in endpoint.output_names))
     recorded = {"kind", "num_classes"} | ({"precision"} if precision or endpoint.precision else set())
     return ModelFacts(
-        path=None, format="endpoint", kind=kind, precision=canonical(precision or endpoint.precision) or "fp32",
+        path=None, format="endpoint", kind=kind, precision=gate,
         inputs=(TensorFacts(endpoint.input_name, "float32", (-1, 3, -1, -1)),), outputs=outputs,
         preprocessing=PRETRAINED_CFGS[v or "s"], variant=v, num_classes=endpoint.num_classes,
         recorded=frozenset(recorded | ({"variant"} if v else set())),

@@ -7,6 +7,10 @@ product is formed in FP16 and can underflow (below 6.1e-5), which wrecks the lay
 bias in floating point. Every check of numerics (export's gates, validate, per-layer, evaluate, predict)
 runs exact; benchmark sessions keep onnxruntime's defaults (``exact=False``). Measured on ConvMLP graphs
 in ``benchmarks/ort_weight_bias_quantization.py``.
+
+Shapes: one session answers every input size (the graphs are dynamic in batch, height and width); the
+runner keeps nothing per size, so its shape policy is always ``dynamic`` and a ``static`` one or
+specialisation settings (``deploy.shapes.ShapePolicy``) do not apply (``shape_stats()`` says so).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from .base import Runner
 
 __all__ = ["OnnxRuntimeRunner", "available_providers", "default_providers", "NUMERICS_PASSES"]
 
+#: distinct input sizes remembered for counting first sights (a random stream must not grow memory)
+_MAX_TRACKED = 4096
 #: onnxruntime graph rewrites that change a graph's numerics (turned off where numerics are checked)
 NUMERICS_PASSES = ("WeightBiasQuantization",)
 
@@ -91,6 +97,9 @@ class OnnxRuntimeRunner(Runner):
         self._out: list[np.ndarray] = []
         self._input_name = "input"
         self._input_type = "tensor(float)"
+        #: distinct sizes sent (for ``shape_stats``' first sights): shapes only, at most ``_MAX_TRACKED``
+        self._seen: set[tuple[int, ...]] = set()
+        self._first_sights = 0
 
     @property
     def output_names(self) -> list[str]:
@@ -119,6 +128,7 @@ class OnnxRuntimeRunner(Runner):
             raise DeployError(f"{self.path}: expected one image input, found {len(inputs)}")
         self._input_name = inputs[0].name
         self._input_type = inputs[0].type
+        self._seen = set()
 
     def deactivate(self) -> None:
         self.session = None
@@ -128,7 +138,17 @@ class OnnxRuntimeRunner(Runner):
         dtype = np.float16 if self._input_type == "tensor(float16)" else np.float32
         return np.ascontiguousarray(x, dtype=dtype)
 
+    def shape_stats(self) -> dict[str, Any]:
+        """The shape policy as it runs here: one dynamic session, no specialisations, no disk cache."""
+        return {"policy": "dynamic", "specializations": 0, "specialized": [], "compiles": 0, "made": 0,
+                "evicted": 0, "pending": 0, "first_sights": self._first_sights, "cache_bytes": 0}
+
     def run(self, handle: np.ndarray) -> None:
+        shape = tuple(int(d) for d in handle.shape)
+        if shape not in self._seen:
+            self._first_sights += 1
+            if len(self._seen) < _MAX_TRACKED:
+                self._seen.add(shape)
         try:
             self._out = self.session.run(None, {self._input_name: handle})
         except Exception as exc:

@@ -182,3 +182,66 @@ def test_load_image_errors(tmp_path) -> None:
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageError, match="cut.jpg"):
         load_image(tmp_path / "cut.jpg")
+
+
+# --------------------------------------------------------------------------- the one decoder
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory):
+    from tests.image_kinds import make_image_kinds
+
+    return make_image_kinds(tmp_path_factory.mktemp("kinds"))
+
+
+@pytest.mark.parametrize("kind", ["png16", "exif6_jpeg", "cmyk_jpeg", "palette_png", "rgba_png", "la_png",
+                                  "float_tiff"])
+def test_each_kind_decodes_to_its_expected_array_from_a_path_bytes_or_an_image(kinds, kind: str) -> None:
+    path, expected = kinds[kind]
+    from_path = np.asarray(load_image(path))
+    np.testing.assert_array_equal(from_path, expected)
+    np.testing.assert_array_equal(np.asarray(load_image(path.read_bytes())), expected)  # a server's request
+    with Image.open(path) as opened:  # deploy.load().classify([Image.open(f)])
+        np.testing.assert_array_equal(np.asarray(load_image(opened)), expected)
+    with Image.open(path) as opened:  # preprocess applies the same orientation and conversion
+        np.testing.assert_array_equal(preprocess(opened, "s"), preprocess(load_image(path), "s"))
+
+
+def test_orientation_is_applied_once() -> None:
+    img = _noise(20, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "PNG", exif=exif)
+    once = load_image(buf.getvalue())
+    assert once.size == (20, 40)
+    np.testing.assert_array_equal(np.asarray(load_image(once)), np.asarray(once))  # no second rotation
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (np.array([[0.0, 0.5, 1.0]], np.float32), [0, 128, 255]),  # 0..1
+    (np.array([[0.0, 100.0, 255.0]], np.float32), [0, 100, 255]),  # 0..255
+    (np.array([[0.0, 257.0 * 100, 65535.0]], np.float32), [0, 100, 255]),  # 16-bit range
+    (np.array([[np.nan, 0.25, 1.0]], np.float32), [0, 64, 255]),
+])
+def test_float_images_are_scaled_not_clipped(values: np.ndarray, expected: list[int]) -> None:
+    assert np.asarray(to_rgb(Image.fromarray(values, mode="F")))[0, :, 0].tolist() == expected
+
+
+def test_arrays_follow_the_same_rules() -> None:
+    from convmlp.preprocess import from_array
+
+    a16 = np.array([[0, 257 * 128, 65535]], dtype=np.uint16)
+    assert np.asarray(from_array(a16))[0, :, 0].tolist() == [0, 128, 255]
+    f = np.array([[[0.0, 0.5, 1.0]]], dtype=np.float32).repeat(2, axis=0)  # 2x1x3 in 0..1
+    assert np.asarray(from_array(f))[0, 0].tolist() == [0, 128, 255]
+    with pytest.raises(ImageError, match="HxW"):
+        from_array(np.zeros((2, 2, 5), np.uint8))
+
+
+def test_bytes_that_are_not_an_image_are_one_line() -> None:
+    with pytest.raises(ImageError, match=r"^28 bytes: not an image") as info:
+        load_image(b"these bytes are not an image")
+    assert "\n" not in str(info.value)

@@ -142,6 +142,9 @@ def test_preprocessing_is_read_from_the_models_metadata(convmlp_ov, graphs, tmp_
         (("{junk}", 1, 3, 64, 64), 1, "not a readable ONNX model"),
         (("{lone}", 1, 3, 64, 64), 1, "is missing (an IR is the .xml and the .bin together)"),
         (("{onnx}", 1, 3, 64, 64, "{short}"), 2, "float32 values"),
+        (("{missing}", 1, 3, 64, 64, "{short}"), 2, "float32 values"),  # the input is checked before the model
+        (("{onnx}", 99999999999, 3, 224, 224), 2, "memory available"),
+        (("{onnx}", 1, 3, 100000, 100000), 2, "memory available"),
         (("{onnx}", 0, 3, 64, 64), 2, "N must be a positive integer"),
         (("{onnx}", 1, "x", 64, 64), 2, "C must be a positive integer"),
         (("{onnx}", 1, 4, 64, 64), 2, "C must be 3"),

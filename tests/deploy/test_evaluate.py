@@ -142,3 +142,22 @@ def test_option_mistakes(photos, tmp_path):
 def test_load_dataset_errors_are_dataset_errors(tmp_path):
     with pytest.raises(DatasetError, match="not a folder"):
         load_dataset(tmp_path / "nope")
+
+
+def test_an_impossible_pair_is_skipped_with_a_note(photos, own_top1, graphs, tmp_path):
+    """``--onnx graph.onnx graph.openvino.xml --backend onnxruntime openvino``: the IR on onnxruntime is
+    skipped with one note; the three possible rows are evaluated."""
+    pytest.importorskip("openvino")
+    from export.openvino import write_ir
+
+    xml = write_ir(graphs["fp32"].read_bytes(), tmp_path / "convmlp_s.openvino.xml",
+                   {"variant": "s", "kind": "classifier", "precision": "fp32", "num_classes": "1000"})
+    root = photos[0].parent
+    (tmp_path / "val.txt").write_text("".join(f"{p.name} {t}\n" for p, t in zip(photos, own_top1, strict=True)))
+    res = _run("--data", root, "--labels-file", tmp_path / "val.txt", "--onnx", graphs["fp32"], xml,
+               "--backend", "onnxruntime", "openvino", "--precision", "fp32", "--batch", "6", "--json")
+    assert res.exit_code == 0, res.output
+    rows = {(Path(r["source"]).name, r["backend"]) for r in json.loads(res.stdout)["results"]}
+    assert rows == {("convmlp_s.onnx", "onnxruntime"), ("convmlp_s.onnx", "openvino"),
+                    ("convmlp_s.openvino.xml", "openvino")}
+    assert res.stderr.count("convmlp_s.openvino.xml on onnxruntime: skipped") == 1

@@ -89,12 +89,22 @@ def test_int8_layout_is_read_off_the_zero_points(tmp_path):
 def test_kind_and_classes_come_from_the_outputs(tmp_path):
     cls = describe(_graph(tmp_path / "a.onnx", [("logits", ["batch", 10])]))
     assert (cls.kind, cls.num_classes) == ("classifier", 10)
-    feats = describe(_graph(tmp_path / "f.onnx", [("f1", ["batch", 4, "h", "w"]), ("f2", ["batch", 4, "h", "w"])]))
+    backbone = [(f"f{i + 1}", ["batch", c, "h", "w"]) for i, c in enumerate((64, 128, 256, 512))]  # S's F1..F4
+    feats = describe(_graph(tmp_path / "f.onnx", backbone))
     assert (feats.kind, feats.num_classes) == ("features", None)
     # a backbone records its classifier's head size: not a contradiction
-    rec = describe(_graph(tmp_path / "g.onnx", [("f1", ["batch", 4, "h", "w"])],
-                          meta={"kind": "features", "num_classes": "1000"}))
+    rec = describe(_graph(tmp_path / "g.onnx", backbone, meta={"kind": "features", "num_classes": "1000"}))
     assert rec.kind == "features" and rec.num_classes is None
+
+
+@pytest.mark.parametrize("outputs", [
+    [("output", ["batch", 3, "h", "w"])],  # an identity graph
+    [("f1", ["batch", 4, "h", "w"]), ("f2", ["batch", 4, "h", "w"])],  # rank 4, but not the 4 maps
+    [(f"f{i + 1}", ["batch", c, "h", "w"]) for i, c in enumerate((64, 128, 256, 999))],  # channels no variant has
+])
+def test_rank_4_outputs_that_are_not_the_backbone_are_refused(tmp_path, outputs):
+    with pytest.raises(UnsupportedModel, match="a ConvMLP backbone outputs the 4 feature maps f1..f4"):
+        describe(_graph(tmp_path / "r.onnx", outputs))
 
 
 @pytest.mark.parametrize("outputs, found", [

@@ -57,18 +57,19 @@ def test_auto_reports_what_openvino_chose(graph, tmp_path):
 
 
 def test_one_compiled_model_per_shape_bounded(graph, tmp_path):
+    """The static shape policy (the dynamic one, the default, is in test_openvino_shapes.py)."""
     shapes = [(1, 3, 64, 64), (1, 3, 64, 96), (1, 3, 64, 64)]
-    with OpenVINORunner(graph, precision="f32", cache_dir="", max_compiled=1) as r:
+    with OpenVINORunner(graph, precision="f32", cache_dir="", max_compiled=1, shapes="static") as r:
         base = r.compiles  # the dynamic model compiled at activation (to fail early and read precision)
         for s in shapes:
             r.infer(np.zeros(s, np.float32))
         assert r.compiles - base == 3  # the third shape was evicted by the second (max_compiled=1)
-    with OpenVINORunner(graph, precision="f32", cache_dir="", max_compiled=4) as r:
+    with OpenVINORunner(graph, precision="f32", cache_dir="", max_compiled=4, shapes="static") as r:
         base = r.compiles
         for s in shapes:
             r.infer(np.zeros(s, np.float32))
         assert r.compiles - base == 2
-    with OpenVINORunner(graph, precision="f32", cache_dir="", max_compiled=0) as r:
+    with OpenVINORunner(graph, precision="f32", cache_dir="", max_compiled=0, shapes="static") as r:
         base = r.compiles
         for s in shapes:
             r.infer(np.zeros(s, np.float32))
@@ -77,7 +78,7 @@ def test_one_compiled_model_per_shape_bounded(graph, tmp_path):
 
 def test_model_cache_dir_is_used(graph, tmp_path):
     cache = tmp_path / "ovcache"
-    with OpenVINORunner(graph, precision="f32", cache_dir=cache) as r:
+    with OpenVINORunner(graph, precision="f32", cache_dir=cache, shapes="static") as r:
         r.infer(np.zeros((1, 3, 64, 64), np.float32))
     blobs = list(cache.rglob("*.blob"))
     assert len(blobs) >= 2  # the dynamic model and the 1x3x64x64 one

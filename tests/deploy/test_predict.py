@@ -90,11 +90,25 @@ def test_json_schema(images, onnx_path: Path) -> None:
     assert out["model"]["backend"] == "onnxruntime" and out["model"]["num_classes"] == 1000
     assert out["model"]["variant"] == "s" and out["model"]["source"] == str(onnx_path)
     (r,) = out["results"]
-    assert set(r) == {"image", "ok", "input_shape", "top_k", "error"} and r["error"] is None
+    assert set(r) == {"image", "ok", "input_shape", "top_k", "error", "note"} and r["error"] is None
+    assert r["note"] is None
     assert [s["rank"] for s in r["top_k"]] == [1, 2, 3]
     assert set(r["top_k"][0]) == {"rank", "index", "probability", "label"}
     probs = [s["probability"] for s in r["top_k"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+
+
+def test_a_tiny_image_gets_a_note(images, onnx_path: Path, tmp_path: Path) -> None:
+    """A 1x1 image is upscaled to 224 and answered, with a note saying so; a 400x300 one gets none."""
+    tiny = tmp_path / "one.png"
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(tiny)
+    res = _run(tiny, images["rgb.jpg"], "--onnx", onnx_path, "--json")
+    assert res.exit_code == 0, res.output
+    tiny_r, small_r = json.loads(res.stdout)["results"]
+    assert tiny_r["ok"] and "1x1, far below the model's 224x224 input" in tiny_r["note"]
+    assert small_r["note"] is None
+    res = _run(tiny, "--onnx", onnx_path)
+    assert res.exit_code == 0 and "Note: the image is 1x1" in res.output
 
 
 def test_native_resolution_and_hxw(images, onnx_path: Path) -> None:

@@ -335,3 +335,21 @@ def test_a_truncated_ir_is_refused_before_the_entry_is_touched(s_graph_pair, tmp
     res = _run("--onnx", xml, "--repository", repo)
     assert res.exit_code == 1 and "holds 1,048,576 bytes but the IR reads up to" in res.output
     assert (entry / "model.bin").read_bytes() == good
+
+
+def test_another_instance_kind_is_another_entry_and_no_gpu_is_said(s_graph_pair, tmp_path: Path) -> None:
+    """A KIND_CPU entry is not silently turned into KIND_GPU by a rerun; a GPU entry written on a machine
+    without a CUDA GPU says so (and a CPU entry does not)."""
+    import torch
+
+    repo = tmp_path / "repo"
+    res = _run("--onnx", s_graph_pair["fp32"], "--repository", repo, "--instance-kind", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["notes"] == []
+    config = (repo / "convmlp_s_onnx" / "config.pbtxt").read_text()
+    res = _run("--onnx", s_graph_pair["fp32"], "--repository", repo)  # default kind: gpu
+    assert res.exit_code == 2 and "on KIND_CPU, not KIND_GPU" in res.output
+    assert (repo / "convmlp_s_onnx" / "config.pbtxt").read_text() == config
+    res = _run("--onnx", s_graph_pair["fp32"], "--repository", repo, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert ("this machine has no CUDA GPU" in res.output) == (not torch.cuda.is_available())

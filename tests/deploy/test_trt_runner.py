@@ -195,13 +195,48 @@ def test_cuda_graph_with_alternating_shapes_matches_pytorch_every_time(engines: 
     a, b, c = (2, 3, 96, 96), (2, 3, 200, 224), (1, 3, 128, 160)
     sequence = [a, a, a, b, b, a, c, a, b, b, c, c, a, b, a, a]
     cases = reference_cases(reference_model("s"), sequence, output_names=["logits"], seed=7)
-    with TensorRTRunner(engines["fp32"], cuda_graph=True) as runner:
+    with TensorRTRunner(engines["fp32"], cuda_graph=True, shapes="static") as runner:
         report = compare_runner(
             runner, cases, tolerance=tolerance_for("fp32"), model_label="convmlp_s", weights="synthetic"
         )
-        assert runner._graph is not None  # the last two runs (a, a) captured and replayed one
+        assert runner.shape_stats()["graphs"] >= 1  # the last runs (a, a) captured and replayed one
     assert len(report.cases) == len(sequence)
     assert report.passed, report.failures
+
+
+@gpu
+@pytest.mark.gpu
+def test_mixed_size_stream_with_graphs_per_size_matches_pytorch_at_the_fp16_gate(engines: dict[str, Path]) -> None:
+    # random sizes inside both profiles plus a cycle of three, under the dynamic policy with CUDA graphs
+    # (K=2, bound 2: graphs are captured, replayed, evicted and recaptured, the buffers grow midway);
+    # every output is compared with PyTorch FP32 on its own input at the FP16 gate
+    if "fp16" not in engines:
+        pytest.skip("export.fp16.to_fp16 is not available")
+    from deploy.compare import tolerance_for
+    from deploy.loader import reference_model
+    from deploy.reference import compare_runner, reference_cases
+    from deploy.shapes import ShapePolicy
+
+    rng = np.random.default_rng(3)
+    cycle = [(2, 3, 96, 96), (1, 3, 200, 224), (1, 3, 128, 160)]
+    sequence: list[tuple[int, int, int, int]] = []
+    for i in range(36):
+        if i % 2:
+            sequence.append(cycle[(i // 2) % 3])
+        elif i % 4 == 0:
+            sequence.append((int(rng.integers(1, 5)), 3, int(rng.integers(64, 161)), int(rng.integers(64, 161))))
+        else:
+            sequence.append((int(rng.integers(1, 3)), 3, int(rng.integers(160, 289)), int(rng.integers(160, 289))))
+    cases = reference_cases(reference_model("s"), sequence, output_names=["logits"], seed=11)
+    policy = ShapePolicy(specialize_after=2, max_specialized=2, warmup=((1, 128, 160),))
+    with TensorRTRunner(engines["fp16"], cuda_graph=True, shapes=policy) as runner:
+        report = compare_runner(
+            runner, cases, tolerance=tolerance_for("fp16"), model_label="convmlp_s", weights="synthetic"
+        )
+        stats = runner.shape_stats()
+    assert len(report.cases) == len(sequence)
+    assert report.passed, report.failures
+    assert stats["profile_contexts"] == 2 and stats["captured"] >= 3 and stats["evicted"] >= 1, stats
 
 
 @gpu

@@ -21,7 +21,7 @@ from deploy.modelfile.profiles import ShapeProfile
 from deploy.runners import tensorrt as rt
 from deploy.runners.tensorrt import TensorRTRunner
 
-from .trt_fakes import CLASSES, FakeTensorRT, StaleGraph, fake_logits, write_fake_plan
+from .trt_fakes import CLASSES, FakeContext, FakeTensorRT, StaleGraph, fake_logits, write_fake_plan
 
 PROFILES = [
     ((1, 3, 64, 64), (2, 3, 128, 128), (4, 3, 160, 160)),
@@ -73,7 +73,7 @@ def _check(runner: TensorRTRunner, shape: tuple[int, ...], seed: int) -> None:
 
 def test_fake_refuses_a_stale_graph_and_captured_setup(fake: FakeTensorRT, plan: Path) -> None:
     """What the cache tests below rely on: the fake catches the two misuses of CUDA graphs."""
-    with TensorRTRunner(plan, cuda_graph=True) as runner:
+    with TensorRTRunner(plan, cuda_graph=True, shapes="static") as runner:
         _check(runner, A, 0)
         _check(runner, A, 1)  # captured + replayed
         graph = fake.cuda.graphs[-1]
@@ -92,7 +92,7 @@ def test_fake_refuses_a_stale_graph_and_captured_setup(fake: FakeTensorRT, plan:
 
 
 def test_one_shape_is_captured_once_then_replayed(fake: FakeTensorRT, plan: Path) -> None:
-    with TensorRTRunner(plan, cuda_graph=True) as runner:
+    with TensorRTRunner(plan, cuda_graph=True, shapes="static") as runner:
         for seed in range(5):
             _check(runner, A, seed)  # new data each time: the replay reads the buffer, not a snapshot
         stats = fake.context.stats
@@ -100,21 +100,24 @@ def test_one_shape_is_captured_once_then_replayed(fake: FakeTensorRT, plan: Path
 
 
 def test_alternating_shapes_never_replay_a_stale_graph(fake: FakeTensorRT, plan: Path) -> None:
-    # A A B B A C A A B: profile switches both ways, a shape change within a profile, returns to
-    # earlier shapes. A graph kept per shape on one context (the old design) is replayed after the
-    # context was set up for another shape: StaleGraph.
+    # static policy: each profile's context keeps one graph for its current state. A A B B A C A A B A B:
+    # both profiles back and forth, a shape change within profile 0, returns to earlier shapes. A graph
+    # replayed after its context was set up for another shape would raise StaleGraph.
     sequence = [A, A, B, B, A, C, A, A, B, A, B]
-    with TensorRTRunner(plan, cuda_graph=True) as runner:
+    with TensorRTRunner(plan, cuda_graph=True, shapes="static") as runner:
         for seed, shape in enumerate(sequence):
             _check(runner, shape, seed)
-        stats = fake.context.stats
-    # a graph for each run of a shape repeated back to back (A A, B B, A A), replayed right away
-    assert stats.captures == 3 and stats.replays == 3
-    assert stats.plain_enqueues == len(sequence) - 3
+    p0, p1 = fake.contexts  # one per profile, in the order first used
+    # profile 0 sees A A | A C A A A: setup, capture+replay; B grew the shared input buffer, so A is
+    # re-bound and set up again; (C) setup, (A) setup, capture+replay, replay
+    assert (p0.stats.plain_enqueues, p0.stats.captures, p0.stats.replays) == (4, 2, 3)
+    # profile 1 sees B B B B: its graph survives the runs of profile 0 in between (its own context)
+    assert (p1.stats.plain_enqueues, p1.stats.captures, p1.stats.replays) == (1, 1, 3)
+    assert (p0.profiles_set, p1.profiles_set) == ([], [1])  # selected once, when made; never switched
 
 
 def test_growing_a_buffer_drops_the_graph(fake: FakeTensorRT, plan: Path) -> None:
-    with TensorRTRunner(plan, cuda_graph=True) as runner:
+    with TensorRTRunner(plan, cuda_graph=True, shapes="static") as runner:
         _check(runner, A, 0)
         _check(runner, A, 1)  # graph for A
         _check(runner, BIG, 2)  # same profile, bigger: buffers move
@@ -128,13 +131,14 @@ def test_without_cuda_graph_every_run_is_a_plain_enqueue(fake: FakeTensorRT, pla
     with TensorRTRunner(plan) as runner:
         for seed, shape in enumerate([A, A, B, A]):
             _check(runner, shape, seed)
-        stats = fake.context.stats
-    assert (stats.plain_enqueues, stats.captures, stats.replays) == (4, 0, 0)
-    assert stats.profile_switches == 2  # 0 -> 1 -> 0; a new context starts on profile 0
+    stats = [c.stats for c in fake.contexts]
+    assert [(s.plain_enqueues, s.captures, s.replays) for s in stats] == [(3, 0, 0), (1, 0, 0)]
+    # one context per profile: profile 1's selected once when it was made (a new context starts on 0)
+    assert [c.profiles_set for c in fake.contexts] == [[], [1]]
 
 
 def test_capture_failure_is_one_deploy_error(fake: FakeTensorRT, plan: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with TensorRTRunner(plan, cuda_graph=True) as runner:
+    with TensorRTRunner(plan, cuda_graph=True, shapes="static") as runner:
         _check(runner, A, 0)
         monkeypatch.setattr(fake.context, "_needs_setup", True)  # as if this engine's enqueue were not capturable
         with pytest.raises(DeployError, match="cannot capture a CUDA graph.*2x3x96x96.*without CUDA graphs") as err:
@@ -162,7 +166,7 @@ def test_eight_threads_each_get_their_own_result(fake: FakeTensorRT, plan: Path,
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
-    with TensorRTRunner(plan, cuda_graph=cuda_graph) as runner:
+    with TensorRTRunner(plan, cuda_graph=cuda_graph, shapes="static") as runner:
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
@@ -187,7 +191,7 @@ def test_split_calls_from_threads_never_share_the_context(fake: FakeTensorRT, pl
         except BaseException as exc:  # noqa: BLE001 - ConcurrentUse above all; reported by the main thread
             errors.append(exc)
 
-    with TensorRTRunner(plan, cuda_graph=True) as runner:
+    with TensorRTRunner(plan, cuda_graph=True, shapes="static") as runner:
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
@@ -214,7 +218,7 @@ def test_refused_profile_switch_names_profile_and_shape(fake: FakeTensorRT, plan
 
 def test_refused_input_shape_is_a_deploy_error(fake: FakeTensorRT, plan: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with TensorRTRunner(plan) as runner:
-        monkeypatch.setattr(type(fake.context), "set_input_shape", lambda self, name, shape: False)
+        monkeypatch.setattr(FakeContext, "set_input_shape", lambda self, name, shape: False)
         with pytest.raises(DeployError, match="refused input shape 2x3x96x96 for profile #0"):
             runner.infer(_x(A, 0))
 
@@ -293,13 +297,13 @@ def test_contexts_are_made_in_one_place(fake: FakeTensorRT, plan: Path, monkeypa
     made = []
     original = TensorRTRunner._create_context
 
-    def spy(self: TensorRTRunner, engine: object) -> object:
-        ctx = original(self, engine)
+    def spy(self: TensorRTRunner, engine: object, profile: int, shape: tuple[int, ...]) -> object:
+        ctx = original(self, engine, profile, shape)  # type: ignore[arg-type]
         made.append(ctx)
         return ctx
 
     monkeypatch.setattr(TensorRTRunner, "_create_context", spy)
-    with TensorRTRunner(plan, cuda_graph=True) as runner:
-        for seed, shape in enumerate([A, A, B, A]):
+    with TensorRTRunner(plan, cuda_graph=True, shapes="dynamic") as runner:
+        for seed, shape in enumerate([A, A, B, A, A, A]):  # per profile, and one for A's graph
             _check(runner, shape, seed)
-    assert made == [fake.context] and len(fake.engines[-1].contexts) == 1
+    assert made == fake.contexts and len(made) == 3

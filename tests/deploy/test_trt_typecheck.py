@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ["deploy/trt", "deploy/runners/tensorrt.py", "deploy/commands/bench/layer_times.py"]
+TARGETS = ["deploy/trt", "deploy/runners/tensorrt.py", "deploy/runners/trt_cuda.py", "deploy/commands/bench/layer_times.py"]
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 
 _DEF = re.compile(r"^(\s*def \w+\()(.*)(\)\s*(?:->.*)?:.*)$")
@@ -139,6 +140,10 @@ def test_our_tensorrt_calls_typecheck(stubs: Path, cache: Path) -> None:
          'has no attribute "WORKSPACES"'),
         ("deploy/runners/tensorrt.py", "runtime.engine_host_code_allowed = True",
          "runtime.engine_host_code_allow = True", '"Runtime" has no attribute "engine_host_code_allow"'),
+        ("deploy/runners/tensorrt.py", "ExecutionContextAllocationStrategy.USER_MANAGED",
+         "ExecutionContextAllocationStrategy.USER_MANAGE", 'has no attribute "USER_MANAGE"'),
+        ("deploy/runners/tensorrt.py", "context.set_device_memory(self._memory.data_ptr(), self.device_memory_bytes)",
+         "context.set_device_memory(self._memory.data_ptr())", 'Missing positional argument "size"'),
     ],
 )
 def test_a_misspelled_tensorrt_attribute_fails(
@@ -149,7 +154,11 @@ def test_a_misspelled_tensorrt_attribute_fails(
     assert good in src
     typo = work / Path(module).name
     typo.write_text(src.replace(good, bad))
-    # mypy reads the typo'd copy in place of the real module (same package, same imports)
-    result = run_mypy([module], stubs, cache, "--shadow-file", module, str(typo))
+    # mypy reads the typo'd copy in place of the real module (same package, same imports); a copy of the
+    # shared cache keeps the stubs' analysis without reusing another typo's result for the same module
+    own_cache = work / "cache"
+    if cache.is_dir():
+        shutil.copytree(cache, own_cache)
+    result = run_mypy([module], stubs, own_cache, "--shadow-file", module, str(typo))
     assert result.returncode != 0
     assert error in result.stdout, result.stdout

@@ -15,7 +15,16 @@ They behave like NVIDIA's Python bindings (``python/src/infer/pyCore.cpp``, Tens
   releases the GIL, so that other threads get to run in the middle of it.
 - The first enqueue after a profile, shape or address change does setup work that
   cannot be captured; a captured CUDA graph replays the state it was captured with and
-  the fake raises ``StaleGraph`` if the context was reconfigured since.
+  the fake raises ``StaleGraph`` if the context was reconfigured since, or if it was destroyed.
+- Device memory: ``create_execution_context(ExecutionContextAllocationStrategy.USER_MANAGED)``
+  makes a context without activation memory; an enqueue on it before ``set_device_memory(ptr, size)``
+  (10.1+, 11.x; the ``device_memory`` property on 10.0) fails as TensorRT's does (False), and two
+  contexts running on the same memory at once raise ``ConcurrentUse``. ``version`` picks the API:
+  10.0 has ``device_memory_size`` and the property only, 10.1+ adds ``device_memory_size_v2`` and
+  ``set_device_memory``, 11.x has only the V2 calls.
+- Bookkeeping for tests: every context made (``FakeEngine.contexts``, with its allocation strategy and
+  the profiles selected on it, ``FakeContext.profiles_set``), every graph captured, replayed and
+  destroyed (``FakeCuda.graphs``, ``FakeGraph.replays`` / ``destroyed``).
 
 "Device memory" is CPU torch tensors, found by their ``data_ptr()``. The output
 ``logits`` of a batch is ``fake_logits(x)``. None of this tests TensorRT or CUDA.
@@ -89,8 +98,13 @@ class FakeGraph:
         self.work: list[Any] = []
         self.failed = False
         self.replays = 0
+        self.destroyed = False
+        self.context: FakeContext | None = None  # the context whose enqueue it captured
+        self.shape: tuple[int, ...] | None = None
 
     def replay(self) -> None:
+        if self.destroyed:
+            raise StaleGraph(f"graph captured for {self.shape} replayed after it was destroyed")
         self.replays += 1
         for item in self.work:
             item()
@@ -139,6 +153,9 @@ class FakeCuda:
         if graph.failed:
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
 
+    def release(self, graph: FakeGraph) -> None:
+        graph.destroyed = True
+
     def to_host(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.clone()
 
@@ -161,6 +178,16 @@ class DataType(enum.Enum):
     UINT8 = 5
     BF16 = 7
     INT64 = 8
+
+
+class ExecutionContextAllocationStrategy(enum.Enum):
+    STATIC = 0
+    ON_PROFILE_CHANGE = 1
+    USER_MANAGED = 2
+
+
+#: the activation memory a context of the fake engine needs (bytes)
+DEVICE_MEMORY = 4096
 
 
 class ILogger:
@@ -195,9 +222,13 @@ class _State:
 
 
 class FakeContext:
-    def __init__(self, engine: FakeEngine) -> None:
+    def __init__(self, engine: FakeEngine, strategy: ExecutionContextAllocationStrategy) -> None:
         self.engine = engine
         self.cuda = engine.runtime.trt.cuda
+        self.strategy = strategy
+        # STATIC: TensorRT allocates the context's own activation memory (a fake address of its own)
+        self.memory: int | None = None if strategy == ExecutionContextAllocationStrategy.USER_MANAGED else -id(self)
+        self.profiles_set: list[int] = []  # every set_optimization_profile_async that succeeded
         self._profile = 0  # "The newly created execution context will be assigned optimization profile 0."
         self._shape: tuple[int, ...] | None = None
         self._addresses: dict[str, int] = {}
@@ -230,6 +261,7 @@ class FakeContext:
             if not 0 <= profile_index < len(self.engine.profiles) or profile_index in self.engine.refuse_profiles:
                 raise RuntimeError("Error in set optimization profile async.")
             self._profile = profile_index
+            self.profiles_set.append(profile_index)
             self.stats.profile_switches += 1
             self._reconfigured()
             return True
@@ -257,6 +289,31 @@ class FakeContext:
             self._reconfigured()
             return True
 
+    def _give_memory(self, memory: int, size: int) -> None:
+        tensor = self.cuda.memory.get(memory)
+        if tensor is None or tensor.numel() * tensor.element_size() < size or size < self.engine.device_memory_needed:
+            raise AssertionError(f"device memory {memory:#x} of {size} bytes is not an allocation of that many bytes")
+        self.memory = memory
+        self._reconfigured()
+
+    @contextmanager
+    def _on_memory(self) -> Iterator[bool]:
+        """Hold the context's activation memory while it runs (False: it has none, the enqueue fails)."""
+        if self.memory is None:
+            self.engine.runtime.logger.log(ILogger.Severity.ERROR, "fake: no device memory was set on this context")
+            yield False
+            return
+        with self.engine.runtime.trt.memory_lock:
+            busy = self.engine.runtime.trt.memory_busy
+            if self.memory in busy:
+                raise ConcurrentUse("two execution contexts ran on the same device memory at once")
+            busy.add(self.memory)
+        try:
+            yield True
+        finally:
+            with self.engine.runtime.trt.memory_lock:
+                self.engine.runtime.trt.memory_busy.discard(self.memory)
+
     def _state(self) -> _State:
         assert self._shape is not None, "enqueue before set_input_shape"
         return _State(self._generation, self._profile, self._shape, dict(self._addresses))
@@ -273,13 +330,18 @@ class FakeContext:
             stream = self.cuda.streams[stream_handle]
             state = self._state()
             if stream.capturing is not None:
-                if self._needs_setup:  # setup work (allocations, copies) is not capturable
+                if self._needs_setup or self.memory is None:  # setup work (allocations, copies) is not capturable
                     stream.capturing.failed = True
                     return False
                 stream.capturing.work.append(lambda: self._replay(state))
+                stream.capturing.context, stream.capturing.shape = self, state.shape
                 self.stats.captures += 1
                 return True
-            self._compute(state)
+            with self._on_memory() as ok:
+                if not ok:
+                    return False
+                time.sleep(0)
+                self._compute(state)
             self._needs_setup = False
             self.stats.plain_enqueues += 1
             return True
@@ -291,8 +353,27 @@ class FakeContext:
                     f"graph captured for {state.shape} on profile {state.profile} replayed after the context "
                     f"was reconfigured (now {self._shape} on profile {self._profile})"
                 )
-            self._compute(state)
+            with self._on_memory():
+                self._compute(state)
             self.stats.replays += 1
+
+
+class FakeContext101(FakeContext):
+    """TensorRT 10.1+ and 11.x: ``set_device_memory(memory, size)``."""
+
+    def set_device_memory(self, memory: int, size: int) -> None:
+        with self._exclusive():
+            self._give_memory(memory, size)
+
+
+class FakeContext100(FakeContext):
+    """TensorRT 10.0: the write-only ``device_memory`` property (V1; removed from 11.x)."""
+
+    def _set_device_memory(self, memory: int) -> None:
+        with self._exclusive():
+            self._give_memory(memory, self.engine.device_memory_needed)
+
+    device_memory = property(None, _set_device_memory)
 
 
 class FakeEngine:
@@ -320,10 +401,24 @@ class FakeEngine:
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
         return list(self.profiles[profile_index])
 
-    def create_execution_context(self) -> FakeContext:
-        ctx = FakeContext(self)
+    device_memory_needed = DEVICE_MEMORY
+
+    def create_execution_context(
+        self, strategy: ExecutionContextAllocationStrategy = ExecutionContextAllocationStrategy.STATIC
+    ) -> FakeContext:
+        major_minor = tuple(int(v) for v in self.runtime.trt.version.split(".")[:2])
+        ctx = (FakeContext100 if major_minor < (10, 1) else FakeContext101)(self, strategy)
         self.contexts.append(ctx)
         return ctx
+
+    def __getattr__(self, name: str) -> Any:
+        # the memory sizes, by version: V1 (10.x only), V2 (10.1+ and 11.x)
+        major_minor = tuple(int(v) for v in self.runtime.trt.version.split(".")[:2])
+        if name == "device_memory_size" and major_minor < (11, 0):
+            return DEVICE_MEMORY
+        if name == "device_memory_size_v2" and major_minor >= (10, 1):
+            return DEVICE_MEMORY
+        raise AttributeError(f"'tensorrt.ICudaEngine' object has no attribute {name!r}")
 
 
 class Runtime:
@@ -399,13 +494,15 @@ class FakeTensorRT:
     refuse_profiles: set[int] = field(default_factory=set)
     runtimes: list[Runtime] = field(default_factory=list)
     engines: list[FakeEngine] = field(default_factory=list)
+    memory_busy: set[int] = field(default_factory=set)
+    memory_lock: threading.Lock = field(default_factory=threading.Lock)
     module: types.ModuleType = field(init=False)
 
     def __post_init__(self) -> None:
         m = types.ModuleType("tensorrt")
         m.__file__ = __file__  # looks installed to deploy.trt.version.import_tensorrt
         m.__version__ = self.version
-        for obj in (Builder, Runtime, ILogger, TensorIOMode, DataType, Dims):
+        for obj in (Builder, Runtime, ILogger, TensorIOMode, DataType, Dims, ExecutionContextAllocationStrategy):
             setattr(m, obj.__name__, obj)
         m.HardwareCompatibilityLevel = types.SimpleNamespace(AMPERE_PLUS="AMPERE_PLUS")  # 10.8: no SAME_COMPUTE_CAPABILITY
         self.module = m
@@ -417,8 +514,13 @@ class FakeTensorRT:
 
     @property
     def context(self) -> FakeContext:
-        """The one context of the last engine (what a runner made)."""
+        """The last context of the last engine (of a runner that used one profile: its context)."""
         return self.engines[-1].contexts[-1]
+
+    @property
+    def contexts(self) -> list[FakeContext]:
+        """Every context the last engine made, in order."""
+        return list(self.engines[-1].contexts)
 
 
 _current = FakeTensorRT()

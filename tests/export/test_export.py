@@ -15,6 +15,7 @@ from convmlp import create_model
 from convmlp.spec import io_spec
 from deploy.loader import reference_model
 from export import pipeline
+from export.errors import ExportError
 from export.onnx import dynamic_dims, export_onnx_proto, get_metadata
 from export.pipeline import ExportConfig, run_export
 from export.simplify import simplify
@@ -165,10 +166,83 @@ def test_failed_validation_replaces_nothing(exported, tmp_path, monkeypatch):
 
 
 def test_unwritable_output_dir(tmp_path):
+    """The command line refuses an output folder it cannot write into while parsing (exit 2, as --json-out);
+    the library says the same at run time (exit 1 from the CLI's mapping)."""
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(blocker / "sub")])
-    assert res.exit_code == 1 and "not writable" in res.output and res.output.count("\n") == 1
+    for where, says in ((blocker / "sub", f"{blocker} is a file, not a folder"), (blocker, "is a file"),
+                        (Path("/proc/nope"), "folder /proc takes no new file")):
+        res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(where)])
+        assert res.exit_code == 2 and "--output-dir" in res.output and says in res.output, res.output
+        assert "Traceback" not in res.output and "validating" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe leaves nothing behind
+    with pytest.raises(ExportError, match="not writable"):
+        run_export(ExportConfig("s", output_dir=blocker / "sub"))
+
+
+@pytest.mark.parametrize("given", [("--int8-layout", "cpu"), ("--int8-fallback", "off"), ("--int8-fallback", "auto"),
+                                   ("--calibration-count", "5"), ("--calibration-method", "entropy"),
+                                   ("--int8-fallback-limit", "3")])
+def test_int8_options_without_int8_are_refused(tmp_path, given):
+    """Every INT8-only option given without --int8 is exit 2 with one line, even when it repeats the default."""
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(tmp_path / "o"), *given])
+    assert res.exit_code == 2 and f"{given[0]} applies to --int8 exports" in res.output, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_several_int8_options_are_named_together(tmp_path):
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(tmp_path / "o"), "--int8-layout", "cpu",
+                                        "--calibration-count", "5"])
+    assert res.exit_code == 2 and "--calibration-count and --int8-layout apply to --int8" in res.output
+    # with --int8 they are the export's: the next check (no --calibration) speaks, not this one
+    res = CliRunner().invoke(cli.main, ["export", "-v", "s", "-o", str(tmp_path / "o"), "--int8", "--int8-layout",
+                                        "cpu"])
+    assert res.exit_code == 2 and "--int8 and --calibration DIR go together" in res.output
+
+
+def test_export_options_come_from_the_tables_and_the_library_defaults():
+    from export.config import ExportConfig as Config
+    from export.fallback import MODES
+    from export.int8 import LAYOUTS, METHODS
+    from export.onnx import EXPORTERS
+    from export.simplify import SIMPLIFIERS
+
+    params = {p.name: p for p in cli.main.commands["export"].params}
+    for name, table in (("exporter", EXPORTERS), ("calibration_method", METHODS), ("int8_layout", LAYOUTS),
+                        ("int8_fallback", MODES), ("simplifier", SIMPLIFIERS)):
+        assert list(params[name].type.choices) == list(table)
+    defaults = Config("s")
+    for name in ("num_classes", "exporter", "opset", "fp16", "features", "openvino", "int8", "calibration_count",
+                 "calibration_method", "int8_layout", "int8_fallback", "int8_fallback_limit", "simplifier"):
+        assert params[name].default == getattr(defaults, name), name
+    assert Path(params["output_dir"].default) == defaults.output_dir
+
+
+@pytest.mark.slow
+def test_sigint_cleans_up_and_exits_130(tmp_path):
+    """Ctrl-C while a graph is staged: exit 130 (128 + SIGINT), one line, nothing staged or created is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "new" / "art"
+    proc = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "export", "-v", "s", "-o", str(out)],
+                            cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    deadline, staged = time.monotonic() + 180, []
+    for line in proc.stderr:
+        if "validating on onnxruntime" in line or time.monotonic() > deadline:
+            staged = list(out.glob(".convmlp_s.onnx.*.tmp"))
+            break
+    assert staged, "the export never staged its graph"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 128 + signal.SIGINT
+    rest = proc.stderr.read()
+    assert "Aborted! (SIGINT" in rest and "Traceback" not in rest and "KeyboardInterrupt" not in rest
+    assert not (tmp_path / "new").exists()  # its staged graph and the folders it made are gone
 
 
 def test_simplifier_guard_rejects_growth_and_lost_dynamic_dims(monkeypatch, s_onnx, tmp_path):

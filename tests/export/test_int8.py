@@ -30,7 +30,29 @@ def exported(tmp_path_factory) -> Path:
     res = CliRunner().invoke(cli.main, ["export", "-v", "s", "--int8", "--calibration", str(photos[0].parent.parent),
                                         "--calibration-count", "32", "-o", str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    (root / "export.out").write_text(res.output)
     return out
+
+
+def test_held_out_images_are_not_called_photos(exported):
+    """The calibration folder's held-out images may be anything (digit drawings): called what they are."""
+    text = (exported.parent / "export.out").read_text()
+    assert "top-1 agreement >= 60% on held-out images" in text and "top-1 agreement on the held-out images:" in text
+    assert "real photo" not in text and "photograph" not in text
+
+
+def test_failures_name_held_out_images():
+    from deploy.compare import INT8_TOLERANCE, CaseResult, OutputMetrics, ValidationReport
+
+    metrics = OutputMetrics("logits", max_abs=1.0, mean_abs=0.1, rel_l2=0.5, cosine_min=0.9, top1=0.25, top5=0.5)
+    case = CaseResult((4, 3, 224, 224), [metrics], ["logits: relative error 0.5 > 0.1"], photos=True)
+    report = ValidationReport("onnxruntime", "m", "w", INT8_TOLERANCE, [case], images="held-out images")
+    assert report.failures == ["4x3x224x224 held-out images: logits: relative error 0.5 > 0.1",
+                               "top-1 agrees on 25% of the held-out images < 60%"]
+    assert INT8_TOLERANCE.describe(report.images_name).endswith("on held-out images")
+    plain = ValidationReport("onnxruntime", "m", "w", INT8_TOLERANCE, [case])  # validate --images: its wording
+    assert plain.failures[-1] == "top-1 agrees on 25% of the real photos < 60%" and plain.rows()[0]["case"].endswith(
+        " photos")
 
 
 def _graph(exported: Path) -> onnx.ModelProto:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ...backends import RunnerOptions, takers
 from ...backends import backend as backend_row
-from ...errors import BackendUnavailable, OptionError, words
+from ...errors import BackendUnavailable, words
 from ...loader import ModelSource
 from ...machine import machine_info, versions
 from .layer_times import LayerProfile, profile_onnxruntime, profile_openvino, profile_tensorrt
@@ -36,6 +36,7 @@ from .targets import (
     open_runners,
     plot_available,
     resolve_target,
+    target_for,
 )
 from .timing import Case, RawTimings, TimingConfig, expand_sweep, time_case
 
@@ -68,6 +69,7 @@ __all__ = [
     "profile_layers",
     "LayerProfile",
     "resolve_target",
+    "target_for",
     "run_benchmark",
     "summarize_case",
     "summarize_target",
@@ -80,8 +82,9 @@ __all__ = [
 Progress = Callable[[int, Case, float], None]
 
 def prepare(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
-    """All checks that come before any work: shapes against the model file (``BenchUsageError``),
-    then this machine's runtimes (``BackendUnavailable``). Returns the completed target."""
+    """All checks that come before any work: shapes against the model file (``BenchUsageError``; for an
+    engine, what the machine lacks is said before its sidecar is read), then this machine's runtimes
+    (``BackendUnavailable``). Returns the completed target."""
     from ...resources import TooLarge, check_fits
 
     if target.engine is not None:  # what the machine lacks comes before what the sidecar says
@@ -136,8 +139,7 @@ def profile_layers(target: BenchTarget, case: Case, *, runs: int = 20) -> LayerP
     """Per-layer time of ``target`` on one case (``benchmark --per-layer``): onnxruntime's profiler,
     OpenVINO's ``PERF_COUNT`` counters or a TensorRT ``IProfiler``. ``BenchUsageError`` for a backend without per-layer timing."""
     b = backend_row(target.backend)
-    if "per_layer" not in b.takes:
-        raise BenchUsageError(f"--per-layer times layers on {words(takers('per_layer'))}, not on {target.backend}")
+    _check_per_layer(target)
     if b.profiler == "perf_count":  # OpenVINO's CPU plugin counters
         return profile_openvino(target.onnx or "", case.shape, precision=target.runtime_precision,
                                 threads=target.threads, runs=runs)
@@ -145,11 +147,17 @@ def profile_layers(target: BenchTarget, case: Case, *, runs: int = 20) -> LayerP
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if target.device == "cuda" else None
         return profile_onnxruntime(target.onnx or "", case.shape, threads=target.threads, runs=runs,
                                    providers=providers)
+    with open_runners(target) as runners:
+        return profile_tensorrt(runners[0], case.shape, runs=runs)
+
+
+def _check_per_layer(target: BenchTarget) -> None:
+    """``BenchUsageError`` where ``benchmark --per-layer`` cannot time ``target``'s layers."""
+    if "per_layer" not in backend_row(target.backend).takes:
+        raise BenchUsageError(f"--per-layer times layers on {words(takers('per_layer'))}, not on {target.backend}")
     if target.cuda_graph:
         raise BenchUsageError("--per-layer times plain enqueues (TensorRT reports nothing for graph replays): "
                               "drop --cuda-graph")
-    with open_runners(target) as runners:
-        return profile_tensorrt(runners[0], case.shape, runs=runs)
 
 
 # --------------------------------------------------------------------------- the command's one call
@@ -188,7 +196,7 @@ def plan_benchmark(
     options: RunnerOptions | None = None,
     device: str | None = None,
     batches: Sequence[int] = (1,),
-    resolutions: Sequence[tuple[int, int]] = ((224, 224),),
+    resolutions: Sequence[tuple[int, int]] | None = None,
     timing: TimingConfig | None = None,
     compile: bool = False,
     cuda_graph: bool = False,
@@ -197,23 +205,23 @@ def plan_benchmark(
     per_layer: bool = False,
     plot: bool = False,
 ) -> BenchPlan:
-    """Resolve the target (``resolve_target``), the sweep, and every check that comes before work
-    (``prepare``); ``OptionError`` for what contradicts itself, ``DeployError`` for what this machine lacks
-    (``plot``: matplotlib, for ``--plot``)."""
+    """Plan the target (``target_for``: the loader's plan of ``source`` on ``backend``), the sweep, and
+    every check that comes before work (``prepare``); ``OptionError`` for what contradicts itself,
+    ``DeployError`` for what this machine lacks (``plot``: matplotlib, for ``--plot``). ``device``: the
+    ``--device`` given (None: ``options.device``, else the backend's first)."""
     if plot and not plot_available():
         raise BackendUnavailable("--plot needs matplotlib: pip install 'convmlp-deploy[plot]'")
     options = options or RunnerOptions()
-    target = resolve_target(
-        variant=source.variant, backend=backend, onnx=source.onnx, engine=source.engine, device=device,
-        precision=options.precision, weights=source.weights, compile=compile, cuda_graph=cuda_graph,
-        streams=options.streams or 1, threads=options.threads,
-    )
+    options = options.with_(device=device or options.device, compile=compile or options.compile,
+                            cuda_graph=cuda_graph or options.cuda_graph, streams=options.streams or 1)
+    target = target_for(source, backend, options)
+    if not resolutions:  # none given: the size the model records (its preprocessing's input size)
+        size = target.plan.source.describe().preprocessing.input_size
+        resolutions = ((int(size[1]), int(size[2])),)
     cases = expand_sweep(batches, resolutions)
     target = prepare(target, cases)
-    if per_layer and "per_layer" not in backend_row(target.backend).takes:
-        raise OptionError(f"--per-layer times layers on {words(takers('per_layer'))}, not on {target.backend}")
-    if per_layer and cuda_graph:
-        raise OptionError("--per-layer times plain enqueues: drop --cuda-graph")
+    if per_layer:
+        _check_per_layer(target)
     return BenchPlan(target, cases, timing or TimingConfig(), tuple(percentiles), peak_tflops, per_layer)
 
 

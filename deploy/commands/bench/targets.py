@@ -1,9 +1,9 @@
-"""What to benchmark: the backend, its file or model, and the checks made before any work.
+"""What to benchmark: one model as ``deploy.loader`` plans it, and the benchmark's own checks.
 
-``resolve_target`` turns command-line choices into a ``BenchTarget`` and refuses
-contradictions (``BenchUsageError``, CLI exit 2); ``check_cases`` refuses shapes
-an engine cannot take (exit 2); ``check_environment`` refuses what this machine
-lacks (``BackendUnavailable``, exit 1). Only ``open_runners`` loads anything.
+``resolve_target`` (and ``target_for``) plan the model (``deploy.loader.plan_model``: the backend
+and its rules, ``OptionError``, CLI exit 2) into a ``BenchTarget``; ``check_cases`` refuses shapes an
+engine cannot take (exit 2); ``check_environment`` refuses what this machine lacks
+(``BackendUnavailable``, exit 1). Only ``open_runners`` loads anything, each runner from the loader.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ...backends import BACKENDS as _BACKEND_TABLE
-from ...errors import DeployError, OptionError, words
+from ...backends import RunnerOptions
+from ...errors import DeployError, OptionError
+from ...loader import ModelPlan, ModelSource, open_runner, plan_model
 from ...runners.base import Runner
 from .timing import Case
 
@@ -27,6 +29,7 @@ __all__ = [
     "BenchUsageError",
     "BenchTarget",
     "resolve_target",
+    "target_for",
     "check_cases",
     "check_environment",
     "open_runners",
@@ -42,25 +45,58 @@ BenchUsageError = OptionError
 
 @dataclass(frozen=True)
 class BenchTarget:
-    """One backend with everything needed to open its runner(s)."""
+    """One planned model (``deploy.loader.ModelPlan``: source, backend, run-time options) and what the
+    benchmark adds: the variant GMACs are counted for, the precision it computes in, the model's kind."""
 
-    backend: str
-    device: str
+    plan: ModelPlan
+    variant: str | None = None  # given (for GMACs) or, after check_cases, the file's
     precision: str | None = None  # torch: fp32/fp16; files: what they were built with (None = unknown yet)
-    runtime_precision: str | None = None  # backends that choose precision at run time (OpenVINO's hint)
-    variant: str | None = None
-    weights: Path | None = None
-    onnx: Path | None = None
-    engine: Path | None = None
-    compile: bool = False
-    cuda_graph: bool = False
-    streams: int = 1
-    threads: int | None = None
     kind: str = "classifier"  # the model file's, read by check_cases; a PyTorch variant is a classifier
 
     @property
+    def backend(self) -> str:
+        return self.plan.backend
+
+    @property
+    def device(self) -> str:
+        return self.plan.options.device or self.plan.row.devices[0]
+
+    @property
+    def runtime_precision(self) -> str | None:
+        """The precision a file's backend chooses at run time (OpenVINO's hint); None for the others."""
+        return self.plan.options.precision if self.plan.reads != "variant" else None
+
+    @property
+    def weights(self) -> Path | None:
+        return self.plan.source.weights
+
+    @property
+    def onnx(self) -> Path | None:
+        return self.plan.source.onnx
+
+    @property
+    def engine(self) -> Path | None:
+        return self.plan.source.engine
+
+    @property
     def model_path(self) -> Path | None:
-        return self.onnx or self.engine
+        return self.plan.source.path
+
+    @property
+    def compile(self) -> bool:
+        return self.plan.options.compile
+
+    @property
+    def cuda_graph(self) -> bool:
+        return self.plan.options.cuda_graph
+
+    @property
+    def streams(self) -> int:
+        return self.plan.options.streams or 1
+
+    @property
+    def threads(self) -> int | None:
+        return self.plan.options.threads
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +114,17 @@ class BenchTarget:
         }
 
 
+def target_for(source: ModelSource, backend: str | None = None, options: RunnerOptions | None = None) -> BenchTarget:
+    """``source`` on ``backend`` (None: the one its kind runs on) with ``options``, as the loader plans
+    it (``deploy.loader.plan_model``), timed with the runtime's own defaults (``exact=False``).
+    Reads no file and imports no runtime; ``BenchUsageError`` for what contradicts itself."""
+    if backend is None and source.path is None and source.variant is None:
+        raise BenchUsageError("nothing to benchmark: give --variant (PyTorch), --onnx PATH or --engine PATH")
+    plan = plan_model(source, backend, (options or RunnerOptions()).with_(exact=False))
+    computes = plan.options.precision if plan.reads == "variant" else None  # a file's is read by check_cases
+    return BenchTarget(plan, variant=source.variant, precision=computes)
+
+
 def resolve_target(
     *,
     variant: str | None = None,
@@ -92,82 +139,16 @@ def resolve_target(
     streams: int = 1,
     threads: int | None = None,
 ) -> BenchTarget:
-    """Infer the backend (--onnx: onnxruntime, --engine: tensorrt, --variant alone: torch; see
-    ``deploy.backends``) and check that the options agree; raises ``BenchUsageError``.
+    """``target_for`` from keywords: the backend inferred (--onnx: onnxruntime, --engine: tensorrt,
+    --variant alone: torch; see ``deploy.backends``) and the options checked against it; raises
+    ``BenchUsageError``. ``precision`` may be any name ``deploy.precision`` reads (``f32`` is ``fp32``).
     Reads no file and imports no runtime."""
-    from ...backends import RunnerOptions, backend_names, default_backend, takers
-    from ...backends import backend as lookup
-
-    if onnx is not None and engine is not None:
-        raise BenchUsageError("give either --onnx or --engine, not both")
-    given = "onnx" if onnx is not None else "engine" if engine is not None else None
-    if backend is None:
-        if given is None and variant is None:
-            raise BenchUsageError("nothing to benchmark: give --variant (PyTorch), --onnx PATH or --engine PATH")
-        backend = default_backend(given or "variant", onnx)
-    b = lookup(backend)
-    if given is not None:
-        b.check_reads(given, onnx)
-    if b.reads == "variant" and variant is None:
-        raise BenchUsageError(f"--backend {backend} needs --variant")
-    if b.reads == "onnx" and onnx is None:
-        raise BenchUsageError(f"--backend {backend} needs --onnx PATH")
-    if b.reads == "engine" and engine is None:
-        raise BenchUsageError(f"--backend {backend} needs --engine PATH (build one with 'convmlp-deploy build')")
-    if weights is not None and b.reads != "variant":
-        raise BenchUsageError(
-            f"--weights applies to --backend {' or '.join(backend_names('variant'))}; an ONNX file or engine "
-            "carries its weights"
-        )
-    for flag, option, asked in (("--compile", "compile", compile), ("--cuda-graph", "cuda_graph", cuda_graph),
-                                ("--streams > 1", "streams", streams > 1)):
-        if asked and option not in b.takes:
-            raise BenchUsageError(f"{flag} applies to --backend {words(takers(option))} only, not {backend}")
-    if streams < 1:
-        raise BenchUsageError(f"--streams must be >= 1, got {streams}")
-
-    device = device or b.devices[0]
-    if device not in ("cpu", "cuda"):
-        raise BenchUsageError(f"unknown device {device!r}: choose cpu or cuda")
-    if device not in b.devices:
-        raise BenchUsageError(f"--backend {backend} runs on --device {' or '.join(b.devices)} only")
-
-    runtime_precision = None
-    if b.reads == "variant":  # PyTorch: the precision it computes in is the one asked for
-        precision = precision or "fp32"
-        if precision not in b.precisions:
-            raise BenchUsageError(f"--backend {backend} offers --precision {' or '.join(b.precisions)}, not {precision!r}")
-        if b.check is not None:
-            b.check(RunnerOptions(device=device, precision=precision))
-    elif b.precisions:
-        runtime_precision = precision or "auto"
-        if runtime_precision not in b.precisions:
-            raise BenchUsageError(
-                f"--backend {backend} offers --precision {', '.join(b.precisions)}, not {runtime_precision!r}"
-            )
-        precision = None  # the graph's own precision, read by check_cases
-    elif precision is not None:
-        choosers = [n for n, x in _BACKEND_TABLE.items() if x.precisions]
-        raise BenchUsageError(
-            f"--precision applies to --backend {words(choosers)}; the {'ONNX file' if onnx else 'engine'} "
-            f"runs on {backend} with its precision built in"
-        )
-    if threads is not None and threads < 1:
-        raise BenchUsageError(f"--threads must be >= 1, got {threads}")
-    return BenchTarget(
-        backend=backend,
-        device=device,
-        precision=precision,
-        runtime_precision=runtime_precision,
-        variant=variant.lower() if variant else None,
-        weights=Path(weights) if weights is not None else None,
-        onnx=Path(onnx) if onnx is not None else None,
-        engine=Path(engine) if engine is not None else None,
-        compile=compile,
-        cuda_graph=cuda_graph,
-        streams=streams,
-        threads=threads,
-    )
+    source = ModelSource(variant=variant.lower() if variant else None, onnx=Path(onnx) if onnx is not None else None,
+                         engine=Path(engine) if engine is not None else None,
+                         weights=Path(weights) if weights is not None else None)
+    options = RunnerOptions(device=device, precision=precision, threads=threads, streams=streams, compile=compile,
+                            cuda_graph=cuda_graph)
+    return target_for(source, backend, options)
 
 
 def _describe_profiles(profiles: Sequence[Any]) -> str:
@@ -184,10 +165,9 @@ def check_cases(target: BenchTarget, cases: Sequence[Case]) -> BenchTarget:
         raise BenchUsageError("no case to benchmark")
     if target.model_path is None:
         return target
-    from ...modelfile import describe
     from ...modelfile.profiles import format_shape
 
-    facts = describe(target.model_path, "onnx" if target.onnx is not None else "engine")
+    facts = target.plan.source.describe()  # prepare says what the machine lacks first (ModelPlan.describe)
     if facts.profiles:
         limit = facts.max_batch or 0
         for case in cases:
@@ -219,10 +199,8 @@ def _agreeing_variant(given: str | None, recorded: str | None, source: str) -> s
 
 def check_environment(target: BenchTarget) -> None:
     """Raise ``BackendUnavailable`` (exit 1) when this machine lacks what ``target`` needs, and
-    ``OptionError`` (exit 2) for a run-time precision this CPU cannot run (``Backend.check_here``)."""
-    from ...backends import backend
-
-    backend(target.backend).check_here(_options(target))
+    ``OptionError`` (exit 2) for a run-time precision this CPU cannot run (``ModelPlan.check_machine``)."""
+    target.plan.check_machine()
 
 
 def plot_available() -> bool:
@@ -249,44 +227,20 @@ def macs_per_image(variant: str, height: int, width: int, features: bool = False
         return count_macs(model, height, width)
 
 
-def _options(target: BenchTarget) -> Any:
-    from ...backends import RunnerOptions
-
-    return RunnerOptions(
-        device=target.device, threads=target.threads, compile=target.compile, cuda_graph=target.cuda_graph,
-        precision=target.runtime_precision or (target.precision if target.onnx is None and target.engine is None
-                                               else None),
-        streams=target.streams, exact=False,  # timing: the runtime's own defaults
-    )
-
-
-def _make_runner(target: BenchTarget) -> Runner:
-    from ...backends import backend
-
-    b = backend(target.backend)
-    if b.reads == "variant":
-        from ...loader import reference_model
-
-        if target.variant is None:
-            raise BenchUsageError(f"--backend {target.backend} needs --variant")
-        return b.open(reference_model(target.variant, target.weights), _options(target))
-    return b.open(target.model_path, _options(target))
-
-
 @contextmanager
 def open_runners(target: BenchTarget) -> Iterator[list[Runner]]:
     """Active runner(s) for ``target``: one that takes ``streams`` queries at once where the runner is
     concurrent (OpenVINO), else ``streams`` runners (TensorRT: one execution context each)."""
     with ExitStack() as stack:
         runners = []
-        first = _make_runner(target)
+        first = open_runner(target.plan)
         if first.concurrent:
             # one runner taking ``streams`` queries at once (OpenVINO: NUM_STREAMS, one request each)
             runners = [stack.enter_context(first)] * target.streams
         else:
             runners.append(stack.enter_context(first))
             for _ in range(target.streams - 1):
-                runners.append(stack.enter_context(_make_runner(target)))
+                runners.append(stack.enter_context(open_runner(target.plan)))
         if not runners:
             raise DeployError("no runner opened")
         yield runners
