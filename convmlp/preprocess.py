@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .model import ConvMLP
-from .weights import PRETRAINED_CFGS, PretrainedCfg
+from .weights import INTERPOLATIONS, PRETRAINED_CFGS, PretrainedCfg
 
 __all__ = [
     "ImageError",
@@ -66,7 +66,7 @@ _PIL_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
-INTERPOLATIONS = tuple(_PIL_FILTERS)
+assert tuple(_PIL_FILTERS) == INTERPOLATIONS  # every filter a weights config may name has a PIL filter
 
 
 class ImageError(OSError):

@@ -5,11 +5,13 @@ a dynamic axis is typed exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .model import ARCHS
 
-__all__ = ["TensorSpec", "IOSpec", "io_spec", "INPUT_NAME"]
+__all__ = ["TensorSpec", "NamedIO", "IOSpec", "io_spec", "INPUT_NAME"]
 
 INPUT_NAME = "input"
 
@@ -26,14 +28,11 @@ class TensorSpec:
         return {i: d for i, d in enumerate(self.dims) if isinstance(d, str)}
 
 
-@dataclass(frozen=True)
-class IOSpec:
-    """Inputs and outputs of one exported ConvMLP graph."""
+class NamedIO:
+    """The names of a model's ``inputs`` and ``outputs`` (tensors with a ``name``), in order."""
 
-    variant: str
-    kind: str  # "classifier" or "features"
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    inputs: Sequence[Any]
+    outputs: Sequence[Any]
 
     @property
     def input_names(self) -> list[str]:
@@ -42,6 +41,16 @@ class IOSpec:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+
+@dataclass(frozen=True)
+class IOSpec(NamedIO):
+    """Inputs and outputs of one exported ConvMLP graph."""
+
+    variant: str
+    kind: str  # "classifier" or "features"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
     @property
     def dynamic_axes(self) -> dict[str, dict[int, str]]:

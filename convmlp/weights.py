@@ -41,6 +41,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: the resize filters a weights config may name (``convmlp.preprocess`` maps each to PIL's)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")
+
+
 @dataclass(frozen=True)
 class PretrainedCfg:
     """Where a variant's ImageNet-1k weights live and how its inputs were prepared."""
@@ -82,7 +86,6 @@ CFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation")
 def check_cfg(cfg: PretrainedCfg, source: str = "") -> PretrainedCfg:
     """``cfg`` if its preprocessing is consistent, else ``CfgError`` naming the value (and ``source``)."""
     from .model import ConvMLP
-    from .preprocess import INTERPOLATIONS
 
     where = f" ({source})" if source else ""
     size = tuple(cfg.input_size)

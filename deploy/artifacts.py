@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["staged_path", "stage_bytes", "stage_copy", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["staged_path", "stage_bytes", "stage_copy", "atomic_write_bytes", "atomic_write_json", "atomic_savefig", "unwritable"]
 
 
 def staged_path(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
@@ -66,3 +66,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure to ``path`` through a temporary file beside it (its format from the suffix)."""
+    target = Path(path)
+    tmp = staged_path(target, suffix=target.suffix or ".png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def unwritable(folder: str | os.PathLike[str]) -> str | None:
+    """Why no new file can be made in ``folder`` (read-only, ``/proc``, ``/sys``), or None: a temporary
+    file is made there and removed."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    except OSError as exc:
+        return f"folder {folder} takes no new file ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None

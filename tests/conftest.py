@@ -109,3 +109,21 @@ def s_graph_pair(tmp_path_factory, s_onnx) -> dict[str, Path]:
     set_metadata(half, {"precision": "fp16"})
     onnx.save(half, str(folder / "convmlp_s.fp16.onnx"))
     return {"fp32": fp32, "fp16": folder / "convmlp_s.fp16.onnx"}
+
+
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records, and fails, any attempt to open a runner or run a benchmark or a stream of sizes: for the
+    checks that must refuse a request before any work."""
+    import deploy.commands.bench as bench
+    from deploy.commands.bench import stream
+
+    calls: list[str] = []
+
+    def refuse(*a: object, **k: object) -> None:
+        calls.append("ran")
+        raise AssertionError("benchmark work started")
+
+    for module, name in ((bench, "run_benchmark"), (bench, "open_runners"), (stream, "run_stream")):
+        monkeypatch.setattr(module, name, refuse)
+    return calls

@@ -55,20 +55,6 @@ def test_sweep_table_and_files(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def no_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records any attempt to open a runner or run the benchmark."""
-    calls: list[str] = []
-
-    def refuse(*a: object, **k: object) -> None:
-        calls.append("ran")
-        raise AssertionError("benchmark work started")
-
-    monkeypatch.setattr(deploy.commands.bench, "run_benchmark", refuse)
-    monkeypatch.setattr(deploy.commands.bench, "open_runners", refuse)
-    return calls
-
-
-@pytest.fixture
 def engine(make_engine) -> Path:
     return make_engine(profile=((1, 3, 128, 128), (4, 3, 224, 224), (8, 3, 256, 256)))
 

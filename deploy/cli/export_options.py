@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..artifacts import unwritable
 from ..errors import OptionError, words
 
 __all__ = ["OutputFolder", "InputSize", "export_options"]
@@ -29,12 +29,9 @@ class OutputFolder(click.ParamType):
         existing = next((q for q in (p, *p.parents) if q.exists() or q.is_symlink()), Path("."))
         if not existing.is_dir():
             self.fail(f"{existing} is a file, not a folder", param, ctx)
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
-        except OSError as exc:
-            self.fail(f"folder {existing} takes no new file ({exc.strerror or exc})", param, ctx)
-        os.close(fd)
-        os.unlink(probe)
+        problem = unwritable(existing)
+        if problem:
+            self.fail(problem, param, ctx)
         return p
 
 

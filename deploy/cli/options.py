@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import click
 
 from convmlp import VARIANTS, CheckpointError
 
+from ..artifacts import unwritable
 from ..backends import BACKENDS, RunnerOptions, runtime_precisions
 from ..commands.bench.stats import parse_percentiles
 from ..errors import DeployError, OptionError
@@ -190,12 +190,9 @@ class OutputFile(click.ParamType):
             self.fail(f"{parent} is a file, not a folder", param, ctx)
         if not parent.is_dir():
             self.fail(f"folder {parent} does not exist", param, ctx)
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=parent)
-        except OSError as exc:
-            self.fail(f"folder {parent} takes no new file ({exc.strerror or exc})", param, ctx)
-        os.close(fd)
-        os.unlink(probe)
+        problem = unwritable(parent)
+        if problem:
+            self.fail(problem, param, ctx)
         return text
 
 

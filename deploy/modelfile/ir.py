@@ -17,6 +17,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from convmlp.spec import NamedIO
+
 from ..errors import DeployError
 
 __all__ = ["IR_SECTION", "IRTensor", "IRInfo", "is_ir", "ir_bin_path", "read_ir"]
@@ -47,7 +49,7 @@ class IRTensor:
 
 
 @dataclass
-class IRInfo:
+class IRInfo(NamedIO):
     """Inputs, outputs, layer counts and metadata of one IR."""
 
     path: Path
@@ -56,14 +58,6 @@ class IRInfo:
     outputs: list[IRTensor]
     layers: dict[str, int]  # layer type -> count (Parameter/Const/Result left out)
     metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def input_names(self) -> list[str]:
-        return [t.name for t in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [t.name for t in self.outputs]
 
 
 def _dims(port: ET.Element | None) -> tuple[int, ...]:

@@ -99,17 +99,11 @@ def vc_engine(onnx32: Path) -> Path:
 @gpu
 @pytest.mark.gpu
 def test_fp32_engine_matches_pytorch_on_every_profile(engines: dict[str, Path]) -> None:
-    from deploy.compare import tolerance_for
-    from deploy.loader import reference_model
     from deploy.modelfile.profiles import validation_shapes
-    from deploy.reference import validate_runner
 
     with TensorRTRunner(engines["fp32"]) as runner:
         assert runner.output_names == ["logits"] and len(runner.profiles) == 2
-        report = validate_runner(
-            runner, reference_model("s"), shapes=validation_shapes(runner.profiles),
-            tolerance=tolerance_for("fp32"), model_label="convmlp_s", weights="synthetic",
-        )
+        report = _against_pytorch(runner, validation_shapes(runner.profiles), "fp32")
     assert report.passed, report.failures
 
 
@@ -118,16 +112,10 @@ def test_fp32_engine_matches_pytorch_on_every_profile(engines: dict[str, Path]) 
 def test_fp16_engine_matches_pytorch(engines: dict[str, Path]) -> None:
     if "fp16" not in engines:
         pytest.skip("export.fp16.to_fp16 is not available")
-    from deploy.compare import tolerance_for
-    from deploy.loader import reference_model
-    from deploy.reference import validate_runner
 
     with TensorRTRunner(engines["fp16"]) as runner:
         assert runner.manifest is not None and runner.manifest.precision == "fp16"
-        report = validate_runner(
-            runner, reference_model("s"), shapes=[(1, 3, 97, 131), (2, 3, 224, 224)],
-            tolerance=tolerance_for("fp16"), model_label="convmlp_s", weights="synthetic",
-        )
+        report = _against_pytorch(runner, [(1, 3, 97, 131), (2, 3, 224, 224)], "fp16")
     assert report.passed, report.failures
 
 
@@ -242,16 +230,10 @@ def test_mixed_size_stream_with_graphs_per_size_matches_pytorch_at_the_fp16_gate
 @gpu
 @pytest.mark.gpu
 def test_version_compatible_engine_loads_from_its_sidecar(vc_engine: Path) -> None:
-    from deploy.compare import tolerance_for
-    from deploy.loader import reference_model
-    from deploy.reference import validate_runner
 
     with TensorRTRunner(vc_engine) as runner:
         assert runner.manifest is not None and runner.manifest.version_compatible
-        report = validate_runner(
-            runner, reference_model("s"), shapes=[(1, 3, 64, 64), (2, 3, 200, 200)],
-            tolerance=tolerance_for("fp32"), model_label="convmlp_s", weights="synthetic",
-        )
+        report = _against_pytorch(runner, [(1, 3, 64, 64), (2, 3, 200, 200)], "fp32")
     assert report.passed, report.failures
 
 
@@ -349,3 +331,14 @@ def test_cpp_sample_loads_the_version_compatible_engine(cpp_sample: Path, vc_eng
     assert allowed.returncode == 0, allowed.stderr
     top5 = [re.findall(r" (\d+) \(", line) for line in with_sidecar.stdout.splitlines()]
     assert [re.findall(r" (\d+) \(", line) for line in allowed.stdout.splitlines()] == top5
+
+
+def _against_pytorch(runner: TensorRTRunner, shapes, precision: str):
+    """ConvMLP-S with synthetic weights (what the test engines are built from) against ``runner`` at
+    ``precision``'s gate, on ``shapes``."""
+    from deploy.compare import tolerance_for
+    from deploy.loader import reference_model
+    from deploy.reference import validate_runner
+
+    return validate_runner(runner, reference_model("s"), shapes=shapes, tolerance=tolerance_for(precision),
+                           model_label="convmlp_s", weights="synthetic")

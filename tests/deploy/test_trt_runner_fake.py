@@ -167,11 +167,7 @@ def test_eight_threads_each_get_their_own_result(fake: FakeTensorRT, plan: Path,
             errors.append(exc)
 
     with TensorRTRunner(plan, cuda_graph=cuda_graph, shapes="static") as runner:
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        _in_threads(worker, 8)
     assert not errors, errors[0]
     assert checked == [12] * 8
 
@@ -192,11 +188,7 @@ def test_split_calls_from_threads_never_share_the_context(fake: FakeTensorRT, pl
             errors.append(exc)
 
     with TensorRTRunner(plan, cuda_graph=True, shapes="static") as runner:
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        _in_threads(worker, 8)
     assert not errors, errors[0]
 
 
@@ -307,3 +299,12 @@ def test_contexts_are_made_in_one_place(fake: FakeTensorRT, plan: Path, monkeypa
         for seed, shape in enumerate([A, A, B, A, A, A]):  # per profile, and one for A's graph
             _check(runner, shape, seed)
     assert made == fake.contexts and len(made) == 3
+
+
+def _in_threads(worker, n: int) -> None:
+    """Run ``worker(i)`` for i < n in n threads at once and wait for them (a minute at most each)."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)

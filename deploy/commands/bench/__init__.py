@@ -216,13 +216,28 @@ def plan_benchmark(
                             cuda_graph=cuda_graph or options.cuda_graph, streams=options.streams or 1)
     target = target_for(source, backend, options)
     if not resolutions:  # none given: the size the model records (its preprocessing's input size)
-        size = target.plan.source.describe().preprocessing.input_size
-        resolutions = ((int(size[1]), int(size[2])),)
+        resolutions = (_recorded_size(target),)
     cases = expand_sweep(batches, resolutions)
     target = prepare(target, cases)
     if per_layer:
         _check_per_layer(target)
     return BenchPlan(target, cases, timing or TimingConfig(), tuple(percentiles), peak_tflops, per_layer)
+
+
+def _recorded_size(target: BenchTarget) -> tuple[int, int]:
+    """The input size a model file records; a variant's: its checkpoint's ``pretrained_cfg``, else its
+    weights config (224)."""
+    from convmlp.weights import PRETRAINED_CFGS, checkpoint_cfg
+
+    source = target.plan.source
+    if source.path is not None:
+        if source.engine is not None:
+            check_environment(target)  # what the machine lacks comes before what the sidecar says
+        size = source.describe().preprocessing.input_size
+    else:
+        recorded = checkpoint_cfg(source.weights) if source.weights is not None else {}
+        size = recorded.get("input_size") or PRETRAINED_CFGS[source.variant or "s"].input_size
+    return int(size[1]), int(size[2])
 
 
 def run_plan(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import atomic_write_bytes, staged_path
+from ...artifacts import atomic_savefig, atomic_write_bytes
 from ...errors import BackendUnavailable, DeployError
 from ...precision import run_precision
 from ...runners.base import Runner
@@ -442,12 +442,4 @@ def plot_report(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     ax_thr.legend(fontsize="small")
     fig.suptitle(machine_line(report.machine, report.versions), fontsize="small")
 
-    target = Path(path)
-    tmp = staged_path(target, suffix=target.suffix or ".png")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_savefig(fig, path)

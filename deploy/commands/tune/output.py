@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import staged_path
+from ...artifacts import atomic_savefig
 from ...deployconfig import DeployConfig, ModelFile, machine_facts
 from ...errors import BackendUnavailable
 from .search import ETA, MARGIN, ROUNDS, WIN_ROUNDS
@@ -96,12 +96,4 @@ def plot_trials(result: Any, path: str | os.PathLike[str]) -> Path:
            ylabel="p50 latency (ms)",
            title=f"tune: {result.workload.spec}, {result.gate_set}")
     ax.grid(True, alpha=0.3)
-    target = Path(path)
-    tmp = staged_path(target, suffix=target.suffix or ".png")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_savefig(fig, path)
