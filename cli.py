@@ -15,6 +15,7 @@ import click
 
 from convmlp import __version__
 from deploy.cli.config_option import config_option, no_model_given, refuse_with_config
+from deploy.cli.export_options import export_options
 from deploy.cli.options import (
     PERCENTILES,
     PROFILE,
@@ -28,7 +29,6 @@ from deploy.cli.options import (
     Runtime,
     ValidationFailed,
     endpoint_options,
-    export_options,
     json_output,
     model_source,
     runtime_options,

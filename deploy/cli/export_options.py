@@ -13,6 +13,7 @@ import click
 
 from ..artifacts import unwritable
 from ..errors import OptionError, words
+from .options import Resolution
 
 __all__ = ["OutputFolder", "InputSize", "export_options"]
 
@@ -35,19 +36,13 @@ class OutputFolder(click.ParamType):
         return p
 
 
-class InputSize(click.ParamType):
-    """``N`` (square) or ``HxW``: the resolution the network was trained at."""
+class InputSize(Resolution):
+    """``N`` (square) or ``HxW``: the resolution the network was trained at (a side below 32 is refused
+    with the other preprocessing contradictions, by ``convmlp.weights.check_cfg``)."""
 
     name = "N|HxW"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
-        if isinstance(value, tuple):
-            return value
-        parts = str(value).lower().split("x")
-        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-            self.fail(f"{value!r} is not N or HxW (e.g. 32 or 48x64)", param, ctx)
-        h, w = (int(parts[0]), int(parts[-1]))
-        return h, w
+    malformed = "is not N or HxW (e.g. 32 or 48x64)"
+    min_side = None
 
 
 #: the ``ExportConfig`` fields the command line sets, one option each

@@ -35,13 +35,12 @@ from ..errors import DeployError, OptionError
 from ..loader import ModelSource
 from ..modelfile.profiles import ShapeProfile, parse_shape
 from ..precision import ALIASES, AUTO
-from .export_options import OutputFolder, export_options  # the export command's group, in its own module
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_VALIDATION", "ValidationFailed", "Group", "GreedyCommand",
     "Resolution", "RESOLUTION", "PredictResolution", "Parsed", "SHAPE", "PROFILE", "PERCENTILES", "OutputFile", "Precision",
     "VARIANT", "JsonOut", "json_output", "model_source", "Runtime", "runtime_options", "endpoint_options",
-    "stream_options", "shape_options", "OutputFolder", "export_options",
+    "stream_options", "shape_options",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VALIDATION = 0, 1, 2, 3
@@ -115,6 +114,10 @@ class Resolution(click.ParamType):
 
     name = "RES"
 
+    #: what a malformed value is told; ``None``: sides below 32 are left to the caller's own check
+    malformed = "is not a resolution: use 224 or HxW like 320x640"
+    min_side: int | None = 32
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
@@ -122,13 +125,13 @@ class Resolution(click.ParamType):
         try:
             dims = [int(p) for p in parts]
         except ValueError:
-            self.fail(f"{value!r} is not a resolution: use 224 or HxW like 320x640", param, ctx)
+            dims = []
         if len(dims) == 1:
             dims = dims * 2
         if len(dims) != 2:
-            self.fail(f"{value!r} is not a resolution: use 224 or HxW like 320x640", param, ctx)
-        if min(dims) < 32:
-            self.fail(f"{value!r}: ConvMLP needs height and width >= 32", param, ctx)
+            self.fail(f"{value!r} {self.malformed}", param, ctx)
+        if self.min_side is not None and min(dims) < self.min_side:
+            self.fail(f"{value!r}: ConvMLP needs height and width >= {self.min_side}", param, ctx)
         return dims[0], dims[1]
 
 
