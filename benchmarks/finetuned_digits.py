@@ -11,16 +11,12 @@ Writes benchmarks/results/finetuned_digits.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-MACHINE = "AMD EPYC Zen 4, AVX512_BF16/VNNI, 2 cores; machine shared, noisy"
+import common  # noqa: E402,I001  (the repository on sys.path)
 
 
 def cli(*args: object) -> tuple[int, str, str]:
@@ -60,22 +56,23 @@ def agreement(a: Path, b: Path, test: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("/tmp/finetuned_digits"))
-    ap.add_argument("--steps", type=int, default=300)
+    ap = common.parser(__doc__, first_line=True)
+    common.add_out(ap, "finetuned_digits.md", "finetuned_digits.json")
+    ap.add_argument("--steps", type=int, default=300, help="training steps")
     args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="finetuned-digits-"))
     from tests.finetuned import SIZE, digits_cfg, save_checkpoint, train_digits, write_digits
 
-    train, test = write_digits(args.out)
+    train, test = write_digits(work)
     cfg = digits_cfg(train)
     model, facts = train_digits(train, cfg, args.steps)
-    ck = save_checkpoint(model, args.out / "digits.pth")
+    ck = save_checkpoint(model, work / "digits.pth")
     prep = ["--input-size", SIZE, "--mean", *cfg.mean, "--std", *cfg.std, "--crop-pct", cfg.crop_pct,
             "--interpolation", cfg.interpolation]
     rows, runs = [], {}
     for setup, options in (("recorded 32 px", prep), ("no preprocessing options (224 px, ImageNet)", [])):
         for layout in ("tensorrt", "cpu"):
-            out = args.out / f"{'own' if options else 'none'}_{layout}"
+            out = work / f"{'own' if options else 'none'}_{layout}"
             run = runs[f"{setup}/{layout}"] = export(ck, out, train, layout, options)
             graphs = (run["report"].get("graphs") or {})
             fp32 = out / "convmlp_s.onnx"
@@ -93,14 +90,11 @@ def main() -> None:
                     "top1": top1(path, test) if ok else None,
                     "agree_fp32": agreement(path, fp32, test) if ok and fp32.is_file() else None,
                 })
-    result = {"machine": MACHINE, "python": platform.python_version(), "training": facts,
+    result = {"machine": common.machine_info("cpu"), "versions": common.versions(), "training": facts,
               "preprocessing": {"input_size": list(cfg.input_size), "mean": list(cfg.mean), "std": list(cfg.std),
                                 "crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation}, "rows": rows}
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(exist_ok=True)
-    (results / "finetuned_digits.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"ConvMLP-S trained from scratch on the digits at {SIZE} px ({facts['steps']} steps, "
-             f"{facts['train_s']} s); {MACHINE}.", "",
+             f"{facts['train_s']} s). {common.machine_header()}", "",
              "| setup | graph | export exit | gate | accuracy gate on | top-1 (held-out split) | agrees with FP32 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -108,8 +102,8 @@ def main() -> None:
         ag = "-" if r["agree_fp32"] is None else f"{r['agree_fp32']:.1%}"
         lines.append(f"| {r['setup']} | {r['graph']} | {r['export_exit']} | {r['gate']} | {r['gate_on'] or '-'} | "
                      f"{t1} | {ag} |")
-    (results / "finetuned_digits.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_results(args.out, "finetuned_digits", "\n".join(lines), result)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,19 @@ def _cuda_graphs(data: dict[str, Any], md: str) -> None:
     assert all(r["speedup"] > 0 for r in data["rows"])
 
 
+def _harness(data: dict[str, Any], md: str) -> None:
+    assert len(data["benchmark_app"]) == len(data["benchmark"]) == len(data["ratios"]) == data["settings"]["rounds"]
+    assert all(r > 0 for r in data["ratios"]) and "request alone (input set once)" in data["in_process"]["ways"]
+    assert "| median |" in md
+
+
+def _finetuned(data: dict[str, Any], md: str) -> None:
+    rows = data["rows"]
+    assert rows and all(0 <= r["top1"] <= 1 for r in rows if r.get("top1") is not None)
+    assert data["preprocessing"]["input_size"] == [3, 32, 32]
+    assert {r["setup"] for r in rows} == {"recorded 32 px", "no preprocessing options (224 px, ImageNet)"}
+
+
 def _trt_stream(data: dict[str, Any], md: str) -> None:
     assert {r["stream"] for r in data["rows"]} == {"random", "cycle"}
 
@@ -179,8 +192,11 @@ SCRIPTS: dict[str, Script] = {
     "bench_int8_cpu.py": Script([*S64, *FAST, "--calibration", "2", "--held-out", "2"], "int8_cpu", _int8_cpu,
                                 slow=True),
     "bench_openvino_ir.py": Script([*S64, *FAST, "--repeats", "1"], "openvino_ir", _openvino_ir, slow=True),
-    "bench_serve.py": Script(["--cases", "1x64", "--levels", "1", "--duration-s", "0.05"], "serve", _serve,
+    "bench_serve.py": Script(["--cases", "1x64", "--levels", "1", "--duration-s", "3"], "serve", _serve,
                              slow=True),
+    "finetuned_digits.py": Script(["--steps", "20"], "finetuned_digits", _finetuned, slow=True, timeout_s=600),
+    "openvino_harness.py": Script(["--duration-s", "1", "--rounds", "1", "--side", "64", "--in-process-n", "3"],
+                                  "openvino_harness", _harness, slow=True),
     "gpu_cuda_graphs.py": Script([*S64, "--rounds", "1", "--iterations", "2"], "gpu_cuda_graphs", _cuda_graphs,
                                  cuda=True),
     "int8_weight_bits.py": Script(["--variants", "s", "--calibration", "2", "--held-out", "2"], "int8_weight_bits",

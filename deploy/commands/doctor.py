@@ -121,6 +121,7 @@ def collect() -> dict[str, Any]:
         "predict": can(True, "", backends=file_backends),
         "evaluate": can(True, "", backends=file_backends),
         "triton": can(True, ""),
+        "tune": can(bool(onnx_backends), why_not["onnxruntime"], backends=file_backends),
         "serve": can(libs["pytriton"] is not None and platform.machine() in ("x86_64", "aarch64"),
                      OPTIONAL["pytriton"][1] + " (Linux x86_64/aarch64, glibc >= 2.35)", backends=file_backends),
         "validate --endpoint": can(libs["tritonclient"] is not None, OPTIONAL["tritonclient"][1]),

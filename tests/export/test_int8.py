@@ -236,7 +236,6 @@ def test_numerics_are_checked_without_onnxruntimes_bias_rewrite(exported):
 
     from deploy.backends import RunnerOptions, backend
     from deploy.commands.bench import resolve_target
-    from deploy.commands.bench.targets import _options
     from deploy.reference import sample_images
     from deploy.runners.onnxrt import NUMERICS_PASSES
 
@@ -251,7 +250,7 @@ def test_numerics_are_checked_without_onnxruntimes_bias_rewrite(exported):
 
     with backend("onnxruntime").open(graph, RunnerOptions()) as checked:
         exact = checked.infer(x)["logits"]
-    timing = _options(resolve_target(onnx=graph))
+    timing = resolve_target(onnx=graph).plan.options  # what the benchmark opens with
     assert timing.exact is False
     with backend("onnxruntime").open(graph, timing) as timed:
         fast = timed.infer(x)["logits"]
