@@ -202,6 +202,7 @@ def doctor(out: JsonOut) -> None:
 
 @main.command(cls=GreedyCommand)
 @model_source(variant="or-hint", weights="variant", file_required=False)
+@config_option("re-measure, on the workload it was tuned on and the way tune timed it,")
 @endpoint_options(concurrency=True)
 @runtime_options(streams=True, device=True)
 @shape_options(default="static")
@@ -224,7 +225,7 @@ def doctor(out: JsonOut) -> None:
 @click.option("--plot", "plot_out", type=OutputFile(PLOT_FORMATS), default=None,
               help="Image (png, pdf, svg...) of latency and throughput per resolution (needs matplotlib).")
 @json_output(legacy_file=True)
-def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], runtime: Runtime,
+def benchmark(source: ModelSource, config: str | None, endpoint: Any, concurrency: tuple[int, ...], runtime: Runtime,
               batch: tuple[int, ...], resolution: tuple[tuple[int, int], ...],
               warmup_ms: float, duration_s: float | None, iterations: int | None, use_compile: bool, cuda_graph: bool,
               percentiles: tuple[float, ...], peak_tflops: float | None, per_layer: bool, csv_out: str | None,
@@ -244,6 +245,21 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
     from deploy.cli.present import bench_progress, echo_benchmark
     from deploy.commands.bench import TimingConfig, plan_benchmark, plot_report, run_plan, write_text
 
+    if config is not None:  # --config: the tuned deployment, timed again as tune timed it
+        from deploy.cli.present import echo_remeasured
+        from deploy.commands.tune.remeasure import remeasure
+        from deploy.deployconfig import load_config
+
+        refuse_with_config(("onnx", "engine", "variant", "weights", "pretrained", "endpoint", "backend", "precision",
+                            "threads", "streams", "device", "batch", "resolution", "shapes", "shapes_file",
+                            "shape_policy", "warmup_sizes", "max_specialized", "specialize_after", "cache_size",
+                            "compile", "cuda_graph", "per_layer", "iterations", "duration_s"))
+        check = load_config(config)
+        echo_notes(list(check.warnings))
+        result = remeasure(check.config)
+        if not out.emit(result.to_dict()):
+            echo_remeasured(result)
+        return
     if duration_s is not None and iterations is not None:
         raise click.UsageError("give either --duration-s or --iterations, not both")
     if stream is not None:
@@ -295,9 +311,10 @@ def benchmark(source: ModelSource, endpoint: Any, concurrency: tuple[int, ...], 
 @model_source(variant=None, weights=None, file_required=False,
               file_help={"onnx": "ONNX graph from 'export', or its OpenVINO IR .xml (served by the OpenVINO backend)."})
 @config_option("the entry serves")
-@runtime_options(reads=("onnx", "engine"), precision=False, streams=True,
+@runtime_options(reads=("onnx", "engine"), streams=True,
                  backend_help="Triton backend [default: tensorrt for --engine, onnxruntime for --onnx, openvino for "
-                              "an IR]; openvino serves --onnx on CPUs (with --threads, --streams as its parameters).")
+                              "an IR]; openvino serves --onnx on CPUs (with --threads, --streams, --precision bf16 as "
+                              "its parameters).")
 @click.option("--repository", required=True, type=click.Path(file_okay=False),
               help="Triton model repository folder (created if missing).")
 @click.option("--model-name", default=None, help="Model folder name [default: convmlp_{variant}[_features]_{trt|onnx}].")
@@ -327,7 +344,8 @@ def triton(source: ModelSource, config: str | None, runtime: Runtime, repository
     if config is not None:  # --config: the instances, batching and backend parameters tune found
         from deploy.deployconfig import load_config, model_source, triton_notes, triton_settings
 
-        refuse_with_config(("onnx", "engine", "backend", "threads", "streams", "instances", "max_batch_size",
+        refuse_with_config(("onnx", "engine", "backend", "precision", "threads", "streams", "instances",
+                            "max_batch_size",
                             "dynamic_batching", "preferred_batch_sizes", "max_queue_delay_us", "instance_kind"))
         check = load_config(config)
         echo_notes([*check.warnings, *triton_notes(check.config)])
@@ -341,7 +359,7 @@ def triton(source: ModelSource, config: str | None, runtime: Runtime, repository
     else:
         entry = write_triton_entry(source.path, repository, format="engine" if source.engine else "onnx",
                                    runtime=runtime.backend, threads=runtime.options.threads,
-                                   streams=runtime.options.streams, **serving)
+                                   streams=runtime.options.streams, precision=runtime.options.precision, **serving)
     if not out.emit(entry.to_dict()):
         echo_triton(entry)
 

@@ -30,7 +30,7 @@ def measure(variant: str, calibration: int, held_out: int = 16) -> list[dict[str
     from convmlp.spec import io_spec
     from deploy.compare import INT8_TOLERANCE, compare_outputs
     from deploy.loader import reference_model
-    from deploy.reference import DEFAULT_GRID, photo_case, reference_cases
+    from deploy.reference import DEFAULT_GRID, photo_cases, reference_cases
     from deploy.runners.onnxrt import OnnxRuntimeRunner
     from export.int8 import calibration_inputs, quantize_int8, vnni
     from export.onnx import export_onnx_proto
@@ -44,7 +44,7 @@ def measure(variant: str, calibration: int, held_out: int = 16) -> list[dict[str
     with tempfile.TemporaryDirectory(prefix="int8-bits-") as tmp:
         cal = make_photo_set(Path(tmp) / "cal", calibration, sources=CALIBRATION_PHOTOS, size=(256, 256))
         held = make_photo_set(Path(tmp) / "held", held_out, sources=HELD_OUT_PHOTOS, size=(256, 256))
-        cases = reference_cases(model, DEFAULT_GRID) + [photo_case(model, held, PRETRAINED_CFGS[variant])]
+        cases = reference_cases(model, DEFAULT_GRID) + photo_cases(model, held, PRETRAINED_CFGS[variant], native=False)
         for bits in (8, 7):
             copy = onnx.ModelProto()
             copy.CopyFrom(graph)

@@ -85,7 +85,8 @@ class Backend:
     #: the module being findable: stub or placeholder packages are findable too)
     probe: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     #: the run-time options it takes beyond device, precision and threads: ``compile``, ``cuda_graph``,
-    #: ``streams`` (queries in flight), ``providers``, ``per_layer`` (``benchmark --per-layer``)
+    #: ``streams`` (queries in flight), ``providers``, ``per_layer`` (``benchmark --per-layer``), ``shapes``
+    #: (a ``deploy.shapes.ShapePolicy`` changes how it serves sizes; others run every size one way)
     takes: frozenset[str] = frozenset()
     #: what this machine must also have for these options (``BackendUnavailable``), or what the options
     #: ask that its CPU cannot do (``OptionError``); may import the runtime (``check_here``)
@@ -283,12 +284,12 @@ BACKENDS: dict[str, Backend] = {
         Backend("tensorrt", "engine", ("cuda",), (), "tensorrt",
                 "pip install 'convmlp-deploy[trt]' on a machine with an NVIDIA GPU",
                 "a TensorRT engine built by 'convmlp-deploy build'", _tensorrt, _probe_tensorrt,
-                takes=frozenset({"cuda_graph", "streams", "per_layer"}), check=_check_tensorrt,
+                takes=frozenset({"cuda_graph", "streams", "shapes", "per_layer"}), check=_check_tensorrt,
                 triton_kinds=("gpu",), title="TensorRT", profiler="iprofiler"),
         Backend("openvino", "onnx", ("cpu",), (AUTO, "fp32", "bf16", "fp16"), "openvino",
                 "pip install 'convmlp-deploy[openvino]'",
                 "OpenVINO on the CPU: FP32, BF16 (AMX / AVX512_BF16), Q/DQ graphs as INT8", _openvino,
-                takes=frozenset({"streams", "per_layer"}), check=_check_openvino, triton_kinds=("cpu",),
+                takes=frozenset({"streams", "shapes", "per_layer"}), check=_check_openvino, triton_kinds=("cpu",),
                 triton_named=True,
                 title="OpenVINO", profiler="perf_count"),
     )

@@ -37,7 +37,7 @@ class Tolerance:
     ``max_rel_l2``: relative L2 error of each output of each case. ``require_top1``:
     top-1 agrees on every sample. ``min_cosine``: every sample's cosine similarity
     to the reference. ``min_top1_agreement``: the fraction of the run's real
-    photographs (cases made with ``photo_case``) whose top-1 agrees; it is not
+    photographs (cases made with ``photo_cases``) whose top-1 agrees; it is not
     applied to the synthetic grid, whose logits (synthetic weights, image-like
     noise) are near-ties that any reduced precision reorders. ``basis``: the
     measurement the numbers come from.
@@ -185,6 +185,8 @@ class CaseResult:
     failures: list[str] = field(default_factory=list)
     #: made of real photographs (the top-1 agreement gate counts these)
     photos: bool = False
+    #: image cases at the images' own size (no resize, no crop), beside the recorded-size case
+    native: bool = False
 
     @property
     def passed(self) -> bool:
@@ -192,12 +194,14 @@ class CaseResult:
 
     @property
     def label(self) -> str:
-        return "x".join(str(d) for d in self.shape) + (" photos" if self.photos else "")
+        return ("x".join(str(d) for d in self.shape) + (" photos" if self.photos else "")
+                + (" at their own size" if self.native else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "shape": list(self.shape),
             "photos": self.photos,
+            "native": self.native,
             "passed": self.passed,
             "failures": list(self.failures),
             "outputs": [asdict(o) for o in self.outputs],
@@ -211,6 +215,7 @@ def compare_outputs(
     tolerance: Tolerance,
     *,
     photos: bool = False,
+    native: bool = False,
 ) -> CaseResult:
     """Compare by output name; a missing output or a shape mismatch is a failure, not an exception."""
     metrics: list[OutputMetrics] = []
@@ -233,7 +238,7 @@ def compare_outputs(
             failures.append(f"{name}: cosine {m.cosine_min:.6f} < {tolerance.min_cosine:g}")
         if tolerance.require_top1 and m.top1 is not None and m.top1 < 1.0:
             failures.append(f"{name}: top-1 differs on {round((1 - m.top1) * shape[0])} of {shape[0]} samples")
-    return CaseResult(shape, metrics, failures, photos)
+    return CaseResult(shape, metrics, failures, photos, native)
 
 
 @dataclass
@@ -252,7 +257,8 @@ class ValidationReport:
 
     @property
     def image_count(self) -> int:
-        return sum(c.shape[0] for c in self.cases if c.photos)
+        """Held-out images, counted once (at the recorded size; their own-size cases repeat them)."""
+        return sum(c.shape[0] for c in self.cases if c.photos and not c.native)
 
     @property
     def carried_by(self) -> str:
@@ -274,28 +280,46 @@ class ValidationReport:
         """A case's name in failures and tables (an image case by ``images`` when set)."""
         if self.images is None or not case.photos:
             return case.label
-        return "x".join(str(d) for d in case.shape) + f" {self.images}"
+        return "x".join(str(d) for d in case.shape) + f" {self.images}" + (" at their own size" if case.native
+                                                                          else "")
 
-    @property
-    def top1_agreement(self) -> float | None:
-        """Fraction of the real photographs (first classifier output) whose top-1 agrees; None without any."""
+    def _agreement(self, native: bool) -> tuple[float | None, int]:
         agree = total = 0.0
         for c in self.cases:
-            if not c.photos:
+            if not c.photos or c.native != native:
                 continue
             top1 = next((o.top1 for o in c.outputs if o.top1 is not None), None)
             if top1 is not None:
                 agree += top1 * c.shape[0]
                 total += c.shape[0]
-        return agree / total if total else None
+        return (agree / total if total else None), int(total)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        """Fraction of the real photographs at the recorded size (first classifier output) whose top-1 agrees;
+        None without any."""
+        return self._agreement(False)[0]
+
+    @property
+    def native_top1_agreement(self) -> float | None:
+        """The same at the images' own sizes; None without such cases."""
+        return self._agreement(True)[0]
 
     @property
     def run_failures(self) -> list[str]:
-        """Failures of the run as a whole (the top-1 agreement gate)."""
-        need, got = self.tolerance.min_top1_agreement, self.top1_agreement
-        if need is not None and got is not None and got < need:
-            return [f"top-1 agrees on {got:.0%} of the {self.images_name} < {need:.0%}"]
-        return []
+        """Failures of the run as a whole: the top-1 agreement gate, at the recorded size, and at the images'
+        own sizes where at least ``MIN_HELD_OUT_IMAGES`` were run there."""
+        need = self.tolerance.min_top1_agreement
+        if need is None:
+            return []
+        out = []
+        got = self.top1_agreement
+        if got is not None and got < need:
+            out.append(f"top-1 agrees on {got:.0%} of the {self.images_name} < {need:.0%}")
+        native, count = self._agreement(True)
+        if native is not None and count >= MIN_HELD_OUT_IMAGES and native < need:
+            out.append(f"top-1 agrees on {native:.0%} of the {self.images_name} at their own size < {need:.0%}")
+        return out
 
     @property
     def passed(self) -> bool:
@@ -325,6 +349,7 @@ class ValidationReport:
                                for k, v in asdict(self.grid_tolerance or self.tolerance).items()},
             "accuracy_gate_on": self.carried_by,
             "top1_agreement": self.top1_agreement,
+            "native_top1_agreement": self.native_top1_agreement,
             "passed": self.passed,
             "failures": self.failures,
             "cases": [c.to_dict() for c in self.cases],

@@ -252,21 +252,18 @@ def runner_options(config: DeployConfig) -> Any:
     """The ``RunnerOptions`` the configuration runs with."""
     import dataclasses
 
-    from .backends import RunnerOptions
+    from .backends import BACKENDS, RunnerOptions
+    from .shapes import ShapePolicy
 
-    changes: dict[str, Any] = {}
-    if "shapes" in {f.name for f in dataclasses.fields(RunnerOptions)} and config.shape_policy.get("mode"):
-        from .shapes import ShapePolicy
-
+    shapes = ShapePolicy()
+    if config.shape_policy.get("mode"):
         known = {f.name for f in dataclasses.fields(ShapePolicy)}
-        changes["shapes"] = ShapePolicy(**{k: (tuple(map(tuple, v)) if k == "warmup" else v)
-                                           for k, v in config.shape_policy.items() if k in known})
-    from .backends import BACKENDS
-
+        shapes = ShapePolicy(**{k: (tuple(map(tuple, v)) if k == "warmup" else v)
+                                for k, v in config.shape_policy.items() if k in known})
     # streams are queries in flight on one runner where the backend takes them; elsewhere they are instances
     inflight = config.streams > 1 and "streams" in BACKENDS[config.backend].takes
     return RunnerOptions(device=config.device, precision=config.precision, threads=config.threads,
-                         streams=config.streams if inflight else None, cuda_graph=config.cuda_graph, **changes)
+                         streams=config.streams if inflight else None, cuda_graph=config.cuda_graph, shapes=shapes)
 
 
 def model_source(config: DeployConfig) -> Any:
@@ -316,22 +313,23 @@ def triton_settings(config: DeployConfig) -> dict[str, Any]:
         "max_queue_delay_us": int(b.get("max_queue_delay_us", 0) or 0),
         "threads": config.threads if named else None,
         "streams": config.streams if named else None,
+        "precision": config.precision if named else None,
         "instance_kind": "gpu" if config.device == "cuda" else "cpu",
     }
 
 
 def triton_notes(config: DeployConfig) -> list[str]:
-    """What a Triton entry written from ``config`` does not carry: a run-time precision hint (the repository's
-    OpenVINO parameters are threads, streams and the performance hint; Triton compiles with OpenVINO's
-    default precision, BF16 on a CPU with native BF16), and onnxruntime's thread count."""
+    """What a Triton entry written from ``config`` does not carry: an FP32 precision hint (Triton's OpenVINO
+    backend sets BF16 with ``HINT_BF16`` and has no FP32 parameter: it compiles with OpenVINO's default, BF16
+    on a CPU with native BF16), and onnxruntime's thread count."""
     from .machine import cpu_features
 
     notes = []
-    if config.precision is not None:
+    if config.precision == "fp32":
         default = "bf16" if cpu_features()["bf16"] else "fp32"
-        same = "the same here" if config.precision == default else f"NOT the same here ({default})"
-        notes.append(f"the entry does not set the run-time precision {config.precision}: Triton's backend compiles "
-                     f"with its default, {same}")
+        same = "the same here" if default == "fp32" else "BF16 here, NOT the FP32 that was tuned"
+        notes.append("the entry cannot set the run-time precision fp32 (Triton's OpenVINO backend has only HINT_BF16): "
+                     f"it compiles with its default, {same}")
     if config.threads is not None and not _named(config.backend):
         notes.append(f"the entry does not set {config.threads} threads: Triton's {config.backend} backend picks its own")
     return notes

@@ -26,7 +26,7 @@ __all__ = [
     "sample_images",
     "ReferenceCase",
     "reference_cases",
-    "photo_case",
+    "photo_cases",
     "compare_runner",
     "validate_runner",
 ]
@@ -80,6 +80,7 @@ class ReferenceCase:
     inputs: np.ndarray
     outputs: dict[str, np.ndarray]
     photos: bool = False  # real photographs rather than the synthetic grid
+    native: bool = False  # photographs at their own size (no resize, no crop), beside the recorded-size case
 
 
 def reference_cases(
@@ -98,30 +99,46 @@ def reference_cases(
     return cases
 
 
-def photo_case(
+#: held-out images are also checked at the size they come in: at most this many distinct sizes (the most
+#: common first), each side at most ``NATIVE_MAX_SIDE`` (a larger photograph would cost more than the grid)
+NATIVE_SIZES = 4
+NATIVE_MAX_SIDE = 512
+
+
+def photo_cases(
     model: torch.nn.Module,
     images: Sequence[str | os.PathLike[str]],
     cfg: Any,
     *,
     output_names: list[str] | None = None,
     what: str = "the held-out images",
-) -> ReferenceCase:
-    """One validation case made of real photographs: each image preprocessed by ``cfg`` (the
-    variant's weights config), stacked into one batch, with PyTorch FP32's outputs.
-    Unreadable images are left out; ``DeployError`` if none is readable."""
+    native: bool = True,
+) -> list[ReferenceCase]:
+    """The validation cases real images make, with PyTorch FP32's outputs: first every image preprocessed by
+    ``cfg`` (the model's recorded preprocessing) into one batch at the recorded input size; then, with
+    ``native``, the images at the sizes they come in (normalised by ``cfg``, neither resized nor cropped),
+    one case per size. An image already at the recorded size, under 32 px or over ``NATIVE_MAX_SIDE`` has
+    no own-size case, nor has any size past the ``NATIVE_SIZES`` most common. Unreadable images are left
+    out; ``DeployError`` if none is readable."""
     from convmlp.preprocess import ImageError, load_image, preprocess
 
-    batch = []
+    recorded, own = [], {}
     for path in images:
         try:
-            batch.append(preprocess(load_image(path), cfg))
+            img = load_image(path)
+            recorded.append(preprocess(img, cfg))
+            x = preprocess(img, cfg, resolution="native") if native else None
         except ImageError:
             continue
-    if not batch:
+        if x is not None and x.shape[2:] != recorded[-1].shape[2:] and max(x.shape[2:]) <= NATIVE_MAX_SIDE:
+            own.setdefault(x.shape[2:], []).append(x)
+    if not recorded:
         raise DeployError(f"none of {what} could be read")
-    x = np.concatenate(batch)
+    batches = [np.concatenate(recorded)]
+    batches += [np.concatenate(b) for b in sorted(own.values(), key=len, reverse=True)[:NATIVE_SIZES]]
     with TorchRunner(model, output_names=output_names) as ref:
-        return ReferenceCase(tuple(x.shape), x, ref.infer(x), photos=True)  # type: ignore[arg-type]
+        return [ReferenceCase(tuple(x.shape), x, ref.infer(x), photos=True, native=n > 0)  # type: ignore[arg-type]
+                for n, x in enumerate(batches)]
 
 
 def compare_runner(
@@ -137,14 +154,15 @@ def compare_runner(
     """Run ``runner`` (already entered) on each reference case and compare, under ``deploy.compare.gate_plan``:
     with enough image cases (``images`` names them) an input-dependent gate is held on them and the grid
     checks shapes and finite outputs; otherwise every case is held to ``tolerance``."""
-    held = sum(c.shape[0] for c in cases if c.photos)
+    held = sum(c.shape[0] for c in cases if c.photos and not c.native)
     plan = gate_plan(tolerance, held, images or "real photos")
     results = []
     for case in cases:
         if on_case:
             on_case(case.shape)
         tol = plan.tolerance if case.photos else plan.grid
-        results.append(compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tol, photos=case.photos))
+        results.append(compare_outputs(case.shape, case.outputs, runner.infer(case.inputs), tol, photos=case.photos,
+                                       native=case.native))
     return ValidationReport(runner.name, model_label, weights, tolerance, results, images=images,
                             grid_tolerance=plan.grid)
 

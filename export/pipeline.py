@@ -37,7 +37,13 @@ from deploy.modelfile.metadata import (
     int8_metadata,
     labels_metadata,
 )
-from deploy.reference import ReferenceCase, compare_runner, grid_for, photo_case, reference_cases
+from deploy.reference import (
+    ReferenceCase,
+    compare_runner,
+    grid_for,
+    photo_cases,
+    reference_cases,
+)
 from deploy.runners.onnxrt import OnnxRuntimeRunner
 from deploy.runners.openvino import OpenVINORunner
 
@@ -349,7 +355,7 @@ def _stage_and_gate(
         net.cases = reference_cases(net.net, _shapes(run), output_names=net.spec.output_names)
     cases = list(net.cases)
     if held_out:  # images of the calibration folder that the calibration did not see
-        cases.append(photo_case(net.net, held_out, run.pcfg))
+        cases += photo_cases(net.net, held_out, run.pcfg)
     report = _gate(run, run.staging[name], cases, tolerance_for(precision), name)
     if held_out:
         run.log(f"{name}: accuracy gate on {report.carried_by}" + (
@@ -439,13 +445,13 @@ def _int8_fallback(run: Run, quantized: onnx.ModelProto, tol: Tolerance) -> Fall
     cfg, calibration, net = run.cfg, run.calibration, run.classifier
     assert calibration is not None and net.graph is not None
     cases = run.checked_on["int8"]
-    held = next((c for c in cases if c.photos), None)
+    held = next((c for c in cases if c.photos and not c.native), None)
     if held is not None:
         x, ref = held.inputs[:RANKING_IMAGES], next(iter(held.outputs.values()))[:RANKING_IMAGES]
         ranked_on = f"{len(x)} {HELD_OUT}"
     else:
-        case = photo_case(net.net, calibration.files[:RANKING_IMAGES], run.pcfg,
-                          what="the calibration images")
+        (case,) = photo_cases(net.net, calibration.files[:RANKING_IMAGES], run.pcfg,
+                              what="the calibration images", native=False)
         x, ref = case.inputs, next(iter(case.outputs.values()))
         ranked_on = f"{len(x)} calibration images"
     run.log(f"int8: the graph failed its gate; moving the costliest layers back to "

@@ -177,6 +177,16 @@ def _finetuned(data: dict[str, Any], md: str) -> None:
     assert {r["setup"] for r in rows} == {"recorded 32 px", "no preprocessing options (224 px, ImageNet)"}
 
 
+def _tune_figures(data: dict[str, Any], md: str) -> None:
+    (row,) = data["rows"]
+    assert row["tune_exit"] == 0 and row["chosen"] and row["coverage"]["decided"] >= 1
+    assert [i["config"] for i in row["interleaved"]][0] == "tune's choice" and len(row["interleaved"]) == 4
+    assert row["interleaved"][0]["choice_speedup"] == 1.0
+    assert all(i["p50_ms"] > 0 and i["queries"] == 1 for i in row["interleaved"])  # 1 round x 1 size
+    assert row["remeasure"]["ratio"] > 0 and row["remeasure"]["now"]["p50_ms"] > 0
+    assert "| S | 64 |" in md
+
+
 def _trt_stream(data: dict[str, Any], md: str) -> None:
     assert {r["stream"] for r in data["rows"]} == {"random", "cycle"}
 
@@ -195,6 +205,9 @@ SCRIPTS: dict[str, Script] = {
     "bench_serve.py": Script(["--cases", "1x64", "--levels", "1", "--duration-s", "3"], "serve", _serve,
                              slow=True),
     "finetuned_digits.py": Script(["--steps", "20"], "finetuned_digits", _finetuned, slow=True, timeout_s=600),
+    "tune_figures.py": Script(["--variants", "s", "--workloads", "64", "--budget-s", "40", "--held-out", "8",
+                               "--calibration", "8", "--rounds", "1", "--slice-queries", "1"], "tune_figures",
+                              _tune_figures, slow=True, timeout_s=600),
     "openvino_harness.py": Script(["--duration-s", "1", "--rounds", "1", "--side", "64", "--in-process-n", "3"],
                                   "openvino_harness", _harness, slow=True),
     "gpu_cuda_graphs.py": Script([*S64, "--rounds", "1", "--iterations", "2"], "gpu_cuda_graphs", _cuda_graphs,

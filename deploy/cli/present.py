@@ -84,7 +84,9 @@ def echo_validation(report: Any) -> None:
             click.echo(f"note: {report.gate_note}")
     echo_table(report.rows(), VALIDATION_COLUMNS)
     if report.top1_agreement is not None and tol.min_top1_agreement is not None:
-        click.echo(f"top-1 agreement on the {report.images_name}: {report.top1_agreement:.1%}")
+        click.echo(f"top-1 agreement on the {report.images_name}: {report.top1_agreement:.1%}"
+                   + ("" if report.native_top1_agreement is None else
+                      f" (at their own sizes: {report.native_top1_agreement:.1%})"))
     click.echo("PASSED" if report.passed else "FAILED: " + "; ".join(report.failures))
 
 
@@ -385,3 +387,22 @@ def echo_stream(report: Any, written: Sequence[str]) -> None:
         click.echo(line)
     for path in written:
         click.echo(f"wrote {path}")
+
+
+def echo_remeasured(result: Any) -> None:
+    """``benchmark --config``: the deployment's figures now beside those ``tune`` recorded, and the ratio on
+    the objective's figure (a ``deploy.commands.tune.remeasure.Remeasured``)."""
+    from ..machine import machine_info
+
+    d = result.to_dict()
+    m = machine_info(result.config.device)
+    click.echo(f"{m.get('cpu') or m.get('device', '')}: {d['deployment']}; workload {d['workload']['spec']} "
+               f"({len(d['workload']['sizes'])} sizes), {d['rounds']} rounds x {d['passes_per_round']} pass(es)")
+    rows = [{"what": "now", **d["now"]}, {"what": "recorded by tune", **d["recorded"]}]
+    echo_table(rows, [("what", ""), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("images_per_s", "images/s"),
+                      ("ms_per_mpx", "ms/Mpx")])
+    ratio = result.ratio()
+    if ratio is None:
+        click.echo("the deployment records no figure to compare with")
+    else:
+        click.echo(f"{d['figure']}: now {ratio:.2f}x what tune recorded")

@@ -22,10 +22,11 @@ from typing import Any
 from convmlp import __version__
 
 from ..artifacts import stage_bytes, stage_copy
-from ..backends import BACKENDS, READS_IR
+from ..backends import BACKENDS, READS_IR, Backend
 from ..errors import DeployError, OptionError, words
 from ..modelfile import ModelFacts, TensorFacts, describe, ir_bin_path
 from ..modelfile.metadata import read_labels
+from ..precision import AUTO, canonical
 
 __all__ = [
     "TritonOptionError",
@@ -231,13 +232,16 @@ def resolve_options(
     labels: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     streams: int | None = None,
+    precision: str | None = None,
 ) -> TritonOptions:
     """Fill defaults from the model and refuse options it cannot serve (``TritonOptionError``).
 
     Defaults: runtime ``tensorrt`` for engines, ``onnxruntime`` for ONNX; instances
     ``gpu`` except with OpenVINO (CPU only); name ``convmlp_{variant}[_features]_{trt|onnx|openvino}``;
     max batch the engine's profile maximum (ONNX: 32); preferred sizes the engine's
-    opt batch and the max batch. ``threads``/``streams`` are OpenVINO parameters.
+    opt batch and the max batch. ``threads``/``streams`` are OpenVINO parameters, and so is ``precision``:
+    ``bf16`` is its ``HINT_BF16`` (the backend's one precision parameter); ``fp32``/``auto`` set nothing (the
+    backend's default: BF16 on a CPU with native BF16, ``deploy.deployconfig.triton_notes`` says so).
     """
     runtime = runtime or _RUNTIME[model.facts.format]
     if runtime not in RUNTIMES:
@@ -269,6 +273,7 @@ def resolve_options(
             if streams < 1:
                 raise TritonOptionError(f"--streams must be >= 1, got {streams}")
             params.append(("NUM_STREAMS", str(streams)))
+    params += _precision_params(row, canonical(precision))
     if row.triton_named:
         params.append(("PERFORMANCE_HINT", "THROUGHPUT" if (streams or 1) > 1 else "LATENCY"))
     label_path, names = None, model.facts.labels
@@ -309,6 +314,28 @@ def resolve_options(
         raise TritonOptionError(f"max queue delay must be >= 0, got {max_queue_delay_us}")
     return TritonOptions(name, max_batch_size, instances, dynamic_batching, preferred, max_queue_delay_us,
                          runtime, kind, label_path, tuple(params), names)
+
+
+def _precision_params(row: Backend, precision: str | None) -> list[tuple[str, str]]:
+    """The backend parameters for a run-time ``precision``: OpenVINO's ``HINT_BF16`` for bf16; nothing for
+    its default; refused where the backend has no precision parameter."""
+    if precision in (None, AUTO):
+        return []
+    if not row.triton_named:
+        return _refuse_precision(row, precision)
+    if precision == "bf16":
+        return [("HINT_BF16", "YES")]
+    if precision == "fp32":
+        return []  # the backend has no FP32 parameter: its default (triton_notes says what that is here)
+    return _refuse_precision(row, precision)
+
+
+def _refuse_precision(row: Backend, precision: str) -> list[tuple[str, str]]:
+    if row.triton_named:
+        raise TritonOptionError(f"Triton's {row.title} backend sets bf16 (HINT_BF16) or its default, not {precision}: "
+                                "serve that precision with 'serve --config'")
+    raise TritonOptionError(f"Triton's {row.title} backend runs the precision of its file, not a run-time {precision}: "
+                            "give the graph exported in that precision")
 
 
 LABELS_FILE = "labels.txt"

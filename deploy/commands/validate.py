@@ -29,7 +29,7 @@ from ..reference import (
     Shape,
     compare_runner,
     grid_for,
-    photo_case,
+    photo_cases,
     reference_cases,
     sample_images,
     validate_runner,
@@ -243,8 +243,8 @@ def _validate_graph(
         label = run_precision(facts.precision, used)
         cases = reference_cases(model, shapes, output_names=runner.output_names)
         if images:
-            cases.append(photo_case(model, images, facts.preprocessing, output_names=runner.output_names,
-                                    what=photos_label))
+            cases += photo_cases(model, images, facts.preprocessing, output_names=runner.output_names,
+                                 what=photos_label)
         return compare_runner(
             runner, cases, tolerance=tolerance_for(facts.precision, used),
             model_label=f"{facts.name} (convmlp_{model.variant} {label})", weights=model.weights_source,
@@ -276,8 +276,8 @@ def _validate_endpoint(
     with runner:
         cases = reference_cases(model, shapes, output_names=runner.output_names)
         if photos:
-            cases.append(photo_case(model, photos, facts.preprocessing, output_names=runner.output_names,
-                                    what=f"the images in --images {images}"))
+            cases += photo_cases(model, photos, facts.preprocessing, output_names=runner.output_names,
+                                 what=f"the images in --images {images}")
         report = compare_runner(runner, cases, tolerance=tolerance_for(facts.precision),
                                 model_label=f"{name} at {url} (convmlp_{model.variant} {facts.precision})",
                                 weights=model.weights_source, on_case=on_case)

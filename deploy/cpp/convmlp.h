@@ -51,18 +51,19 @@ struct Shape {
 };
 
 // How an image becomes the model's input (timm's pretrained_cfg): resize the shorter side to
-// size / crop_pct, centre-crop size x size, scale to [0, 1], subtract mean, divide by std.
+// min(height, width) / crop_pct, centre-crop height x width, scale to [0, 1], subtract mean, divide by std.
 struct Preprocessing {
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
   float crop_pct = 0.875f;
-  int size = 224;
+  int height = 224;  // input_size is [channels, height, width]
+  int width = 224;
   bool recorded = false;  // read from the model's metadata (else ImageNet's)
 
   std::string str() const {
     std::ostringstream s;
     s << "mean [" << mean[0] << ", " << mean[1] << ", " << mean[2] << "] std [" << std[0] << ", " << std[1]
-      << ", " << std[2] << "] crop_pct " << crop_pct << " size " << size << (recorded ? "" : " (ImageNet default)");
+      << ", " << std[2] << "] crop_pct " << crop_pct << " size " << height << "x" << width << (recorded ? "" : " (ImageNet default)");
     return s.str();
   }
 
@@ -103,7 +104,10 @@ Preprocessing preprocessing_from(Get get) {
   const std::string crop = get("crop_pct");
   if (!crop.empty()) p.crop_pct = std::strtof(crop.c_str(), nullptr);
   std::array<float, 3> size{};
-  if (parse_triple(get("input_size"), &size)) p.size = static_cast<int>(size[1]);
+  if (parse_triple(get("input_size"), &size)) {
+    p.height = static_cast<int>(size[1]);
+    p.width = static_cast<int>(size[2]);
+  }
   p.recorded = has_mean && has_std;
   return p;
 }

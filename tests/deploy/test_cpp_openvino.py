@@ -126,11 +126,12 @@ def test_one_model_serves_four_threads(convmlp_ov, graphs, torch_s, tmp_path):
 
 def test_preprocessing_is_read_from_the_models_metadata(convmlp_ov, graphs, tmp_path):
     proto = onnx.load(str(graphs["onnx"]))
-    set_metadata(proto, {"mean": "[0.5, 0.25, 0.125]", "std": "[0.5, 0.5, 0.5]", "crop_pct": "0.9"})
+    set_metadata(proto, {"mean": "[0.5, 0.25, 0.125]", "std": "[0.5, 0.5, 0.5]", "crop_pct": "0.9",
+                         "input_size": "[3, 48, 80]"})
     onnx.save(proto, str(tmp_path / "m.onnx"))
     res = _run(convmlp_ov, tmp_path / "m.onnx", 1, 3, 64, 64)
     assert res.returncode == 0, res.stderr
-    assert "preprocessing: mean [0.5, 0.25, 0.125] std [0.5, 0.5, 0.5] crop_pct 0.9" in res.stderr
+    assert "preprocessing: mean [0.5, 0.25, 0.125] std [0.5, 0.5, 0.5] crop_pct 0.9 size 48x80" in res.stderr
     res = _run(convmlp_ov, graphs["ir"], 1, 3, 64, 64)
     assert "(ImageNet default)" in res.stderr  # the fixture's graph records no mean/std: said so
 

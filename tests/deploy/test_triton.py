@@ -243,6 +243,11 @@ def test_openvino_entry(onnx_models, tmp_path: Path) -> None:
     assert _kinds(cfg) == [(1, "KIND_CPU")]
     assert {k: v.string_value for k, v in cfg.parameters.items()} == {
         "INFERENCE_NUM_THREADS": "2", "NUM_STREAMS": "2", "PERFORMANCE_HINT": "THROUGHPUT"}
+    res = _run("--onnx", onnx_models["classifier"], "--repository", tmp_path / "bf16", "--backend", "openvino",
+               "--precision", "bf16")
+    assert res.exit_code == 0, res.output
+    params = _parse(tmp_path / "bf16" / "convmlp_s_openvino" / "config.pbtxt").parameters
+    assert params["HINT_BF16"].string_value == "YES"
     assert cfg.output[0].label_filename == "labels.txt"
     assert (entry / "labels.txt").read_text() == labels.read_text()
     assert _sha(entry / "1" / "model.onnx") == _sha(onnx_models["classifier"])
@@ -258,6 +263,8 @@ def test_openvino_entry(onnx_models, tmp_path: Path) -> None:
         (["--backend", "openvino", "--instance-kind", "gpu"], "OpenVINO backend runs on the CPU"),
         (["--backend", "tensorrt"], "does not serve an ONNX graph"),
         (["--threads", "2"], "OpenVINO backend parameters"),
+        (["--precision", "bf16"], "onnxruntime backend runs the precision of its file"),
+        (["--backend", "openvino", "--precision", "fp16"], "sets bf16 (HINT_BF16) or its default, not fp16"),
     ],
 )
 def test_cpu_option_mistakes(onnx_models, tmp_path: Path, args: list[str], message: str) -> None:

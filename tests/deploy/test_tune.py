@@ -174,6 +174,14 @@ def test_the_config_opens_exactly_its_backend_precision_threads(tmp_path, graphs
     for needle in ('key: "NUM_STREAMS"', 'string_value: "2"', 'key: "INFERENCE_NUM_THREADS"', 'string_value: "1"',
                    "max_batch_size: 4", "max_queue_delay_microseconds: 1500", "preferred_batch_size: [ 4 ]"):
         assert needle in text, needle
+    assert ('key: "HINT_BF16"' in text) == (cfg.precision == "bf16")  # the precision tune chose is served
+    fp32 = _config(tmp_path, graphs["fp32"], precision="fp32", computes="fp32")
+    res = CliRunner().invoke(cli.main, ["triton", "--config", str(fp32), "--repository", str(tmp_path / "repo3")])
+    assert res.exit_code == 0 and 'key: "HINT_BF16"' not in next((tmp_path / "repo3").glob("*/config.pbtxt")).read_text()
+    assert ("cannot set the run-time precision fp32" in res.output) == cpu_features()["bf16"]
+    res = CliRunner().invoke(cli.main, ["triton", "--config", str(fp32), "--repository", str(tmp_path / "repo4"),
+                                        "--precision", "bf16"])
+    assert res.exit_code == 2 and "--precision contradicts --config" in res.output
     ort = _config(tmp_path, graphs["fp32"], backend="onnxruntime", precision=None, computes="fp32")
     res = CliRunner().invoke(cli.main, ["triton", "--config", str(ort), "--repository", str(tmp_path / "repo2")])
     assert res.exit_code == 0, res.output
@@ -312,3 +320,32 @@ def test_tensorrt_engines_are_searched_over_profiles_cuda_graphs_and_streams(tmp
     trt = [c for c in space.candidates if c.backend == "tensorrt"]
     assert {(c.model.name, c.cuda_graph, c.streams) for c in trt} == {
         (e.name, g, s) for e in engines for g in (False, True) for s in (1, 2)}
+
+
+def test_benchmark_config_remeasures_the_recorded_workload_as_tune_timed_it(tmp_path, graphs):
+    pytest.importorskip("openvino")
+    from deploy.commands.tune.remeasure import measure_configs
+
+    recorded = {"workload": {"spec": "cycle:64,64x96", "kind": "cycle", "sizes": ["64x64", "64x96"]},
+                "objective": "latency", "p50_ms": 4.0, "passes_per_round": 2}
+    path = _config(tmp_path, graphs["fp32"], streams=1, batching={"batch": 1, "max_batch": 1}, measured=recorded)
+    res = CliRunner().invoke(cli.main, ["benchmark", "--config", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    # 6 rounds x 2 passes x 2 sizes, each query timed; the ratio is now over the recorded p50
+    assert out["now"]["queries"] == 6 * 2 * 2 and out["passes_per_round"] == 2
+    assert out["ratio"] == pytest.approx(out["now"]["p50_ms"] / 4.0)
+    assert "now" in CliRunner().invoke(cli.main, ["benchmark", "--config", str(path)]).output
+
+    res = CliRunner().invoke(cli.main, ["benchmark", "--config", str(path), "--threads", "2"])
+    assert res.exit_code == 2 and "--threads contradicts --config" in res.output
+    (tmp_path / "bare").mkdir()
+    bare = _config(tmp_path / "bare", graphs["fp32"], measured={})
+    res = CliRunner().invoke(cli.main, ["benchmark", "--config", str(bare)])
+    assert res.exit_code == 2 and "records no workload" in res.output and "Traceback" not in res.output
+
+    # several deployments interleaved: each timed on every round, its own batch
+    cfgs = [read_config(path), replace(read_config(path), batching={"batch": 2, "max_batch": 2})]
+    figs = measure_configs(cfgs, parse_workload("cycle:64"), rounds=3, passes=1)
+    assert [f.queries for f in figs] == [3, 3]
+    assert figs[1].images_per_s > 0 and figs[1].ms_per_mpx > 0

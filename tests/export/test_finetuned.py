@@ -161,3 +161,40 @@ def test_benchmark_default_resolution_is_the_recorded_size(exported) -> None:
 
     plan = plan_benchmark(ModelSource(onnx=exported["out"] / "convmlp_s.onnx"))
     assert [(c.height, c.width) for c in plan.cases] == [(SIZE, SIZE)]
+
+
+def test_held_out_images_are_also_gated_at_their_own_sizes(exported, digits, tmp_path) -> None:
+    from PIL import Image
+
+    files = sorted(digits["test"].rglob("*.png"))
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, f in enumerate(files[:12]):  # 10 at 48x40 (H x W), 2 at 36x36; none at the recorded 32x32
+        size = (40, 48) if i < 10 else (36, 36)
+        Image.open(f).convert("RGB").resize(size, Image.BILINEAR).save(folder / f"{i:02d}.png")
+    res = _cli("validate", "--onnx", exported["out"] / "convmlp_s.int8.onnx", "--weights", digits["plain"],
+               "--images", folder, "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    photos = [c for c in report["cases"] if c["photos"]]
+    assert [(c["shape"], c["native"]) for c in photos] == [([12, 3, SIZE, SIZE], False), ([10, 3, 48, 40], True),
+                                                           ([2, 3, 36, 36], True)]
+    assert report["accuracy_gate_on"].endswith("(12)")  # each image counted once
+    assert 0.6 <= report["native_top1_agreement"] <= 1.0
+
+
+def test_own_size_agreement_is_a_gate_of_its_own() -> None:
+    from deploy.compare import CaseResult, OutputMetrics, ValidationReport
+
+    def case(n: int, top1: float, native: bool) -> CaseResult:
+        return CaseResult((n, 3, 48, 40), [OutputMetrics("logits", 0.1, 0.01, 0.02, 0.999, top1)], photos=True,
+                          native=native)
+
+    def report(*cases: CaseResult) -> ValidationReport:
+        return ValidationReport("ort", "m", "w", INT8_TOLERANCE, list(cases), images="held-out images")
+
+    ok = report(case(8, 1.0, False), case(8, 0.5, True))  # 50% at their own size < 60%
+    assert ok.top1_agreement == 1.0 and ok.native_top1_agreement == 0.5 and ok.image_count == 8
+    assert ok.run_failures == ["top-1 agrees on 50% of the held-out images at their own size < 60%"]
+    few = report(case(8, 1.0, False), case(2, 0.0, True))  # too few at their own size to carry a verdict
+    assert few.run_failures == [] and few.passed

@@ -7,7 +7,7 @@
    library (``TuneRequest.export``, given by the CLI) into a folder beside ``-o`` (the FP32 graph; the INT8
    CPU-layout graph with ``--calibration``);
 2. the reference cases the gates hold on: the user's held-out images (``--images``, at least
-   ``MIN_IMAGES``) with PyTorch FP32's outputs (``deploy.reference.photo_case``), or the synthetic grid
+   ``MIN_IMAGES``) with PyTorch FP32's outputs at the recorded size and their own (``deploy.reference.photo_cases``), or the synthetic grid
    at the workload's sizes (``--gate grid``, said in the output);
 3. the space (``space.build_space``: every backend and precision this machine runs, x threads x streams
    x batch x shape policy; with TensorRT, engines from ``trt.build_engines``), and what was left out;
@@ -29,7 +29,7 @@ from convmlp.weights import file_sha256
 from ...backends import BACKENDS
 from ...errors import OptionError
 from ...modelfile import describe, describe_variant
-from ...reference import ReferenceCase, photo_case, reference_cases
+from ...reference import ReferenceCase, photo_cases, reference_cases
 from .output import COLUMNS, build_config, plot_trials, trials_csv
 from .search import Search, SearchResult
 from .space import ModelChoice, Space, build_space
@@ -226,8 +226,8 @@ def _reference(r: TuneRequest, models: list[ModelChoice], photos: list[Path],
     model = reference_for(first.facts, r.variant, r.weights)
     names = first.facts.output_names
     if photos:
-        cases = [photo_case(model, photos, first.facts.preprocessing, output_names=names,
-                            what=f"the images in --images {r.images}")]
+        cases = photo_cases(model, photos, first.facts.preprocessing, output_names=names,
+                               what=f"the images in --images {r.images}")
         gate_set = f"held-out images ({cases[0].shape[0]})"
     else:
         shapes = [(1, 3, h, w) for h, w in workload.distinct[:3]]

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ...artifacts import atomic_savefig
+from ...backends import BACKENDS
 from ...deployconfig import DeployConfig, ModelFile, machine_facts
 from ...errors import BackendUnavailable
 from .search import ETA, MARGIN, ROUNDS, WIN_ROUNDS
-from .space import policy_searched
 
 __all__ = ["COLUMNS", "build_config", "trials_csv", "plot_trials"]
 
@@ -42,11 +42,12 @@ def build_config(result: Any, *, partial: bool | None = None) -> DeployConfig:
     f = best.figures
     batch = c.batch
     delay = 0 if batch == 1 or req.objective == "latency" or f is None else int(round(f.p50_ms * 1000))
-    policy = {**c.policy.to_dict(), "searched": policy_searched()}
+    policy = {**c.policy.to_dict(), "searched": "shapes" in BACKENDS[c.backend].takes}
     gate = best.gate.to_dict() if best.gate else {}
     measured: dict[str, Any] = {
         "workload": result.workload.to_dict(), "objective": req.objective,
         **(f.to_dict() if f is not None else {}),
+        "rounds": ROUNDS, "passes_per_round": best.passes,
         "how": f"interleaved against the best in {ROUNDS} alternating rounds per comparison; crowned at a median "
                f"ratio >= {1 + MARGIN:g} winning >= {WIN_ROUNDS:.0%} of rounds",
     }

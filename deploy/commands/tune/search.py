@@ -33,7 +33,7 @@ from typing import Any
 
 from ...compare import Tolerance, ValidationReport, tolerance_for
 from ...errors import DeployError, OptionError, one_line
-from ...loader import ModelSource, open_runner, plan_model, reference_model
+from ...loader import ModelPlan, ModelSource, open_runner, plan_model, reference_model
 from ...precision import run_precision
 from ...reference import ReferenceCase, compare_runner
 from ...runners.base import Runner
@@ -42,8 +42,8 @@ from ..bench.timing import RawTimings, TimingConfig, make_inputs, time_case
 from .space import Candidate, Space
 from .workload import Workload
 
-__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "Gate", "Figures", "Trial", "SearchResult", "Search",
-           "open_timed"]
+__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "Gate", "Figures", "SideTimings", "Trial", "SearchResult",
+           "Search", "open_group", "open_timed", "time_slice"]
 
 ROUNDS = 6
 ETA = 2
@@ -97,7 +97,7 @@ class Figures:
 
 
 @dataclass
-class _Side:
+class SideTimings:
     """One runner group's timings in a comparison: merged, and per round."""
 
     raw: RawTimings = field(default_factory=RawTimings)
@@ -124,6 +124,7 @@ class Trial:
     vs_best: float | None = None  # median per-round speed ratio against the incumbent it was timed with
     won_rounds: float | None = None
     figures: Figures | None = None
+    passes: int = 1  # passes over the workload per round in the comparison ``figures`` come from
 
     @property
     def timed(self) -> bool:
@@ -214,14 +215,21 @@ def open_timed(candidate: Candidate, *, exact: bool = False) -> Iterator[list[Ru
         model: Any = reference_model(source.variant, source.weights)  # type: ignore[arg-type]
     else:
         source, model = ModelSource.of(path), None
-    plan = plan_model(source, candidate.backend, candidate.options(exact=exact))
+    with open_group(plan_model(source, candidate.backend, candidate.options(exact=exact)), candidate.streams,
+                    model) as group:
+        yield group
+
+
+@contextmanager
+def open_group(plan: ModelPlan, streams: int, model: Any = None) -> Iterator[list[Runner]]:
+    """``streams`` queries in flight on ``plan``: one runner ``streams`` times where it is concurrent
+    (OpenVINO), else ``streams`` runners."""
     with ExitStack() as stack:
         first = stack.enter_context(open_runner(plan, model))
-        if first.concurrent or candidate.streams == 1:
-            yield [first] * candidate.streams
+        if first.concurrent or streams == 1:
+            yield [first] * streams
             return
-        runners = [first] + [stack.enter_context(open_runner(plan, model)) for _ in range(candidate.streams - 1)]
-        yield runners
+        yield [first] + [stack.enter_context(open_runner(plan, model)) for _ in range(streams - 1)]
 
 
 class Search:
@@ -314,7 +322,7 @@ class Search:
             return images / max(wall, 1e-12)
         return 1.0 / max(statistics.median(lat), 1e-12)
 
-    def _slice(self, side: _Side, group: list[Runner], c: Candidate, per_size: int, inputs: dict) -> float:
+    def _slice(self, side: SideTimings, group: list[Runner], c: Candidate, per_size: int, inputs: dict) -> float:
         """One slice of ``c``: ``per_size`` passes over the workload in stream order; its score."""
         sizes = [(c.batch, 3, h, w) for _ in range(per_size) for h, w in self.workload.sizes]
         lat, wall = time_slice(group, sizes, inputs)
@@ -326,10 +334,10 @@ class Search:
         side.mpx += sum(b * h * w for b, _, h, w in sizes) * (len(lat) // len(sizes)) / 1e6
         return self._score(lat, images, wall)
 
-    def _compare(self, inc: Trial, cand: Trial, per_size: int) -> tuple[_Side, _Side]:
+    def _compare(self, inc: Trial, cand: Trial, per_size: int) -> tuple[SideTimings, SideTimings]:
         """Time ``inc`` and ``cand`` in alternating rounds (A B, B A, ...)."""
         t0 = self.clock()
-        sides = [_Side(), _Side()]
+        sides = [SideTimings(), SideTimings()]
         inputs: dict[tuple[int, ...], Any] = {}
         with ExitStack() as stack:
             groups = [stack.enter_context(open_timed(t.candidate)) for t in (inc, cand)]
@@ -353,6 +361,7 @@ class Search:
         a, b = self._compare(inc, cand, per_size)
         ratios = [cb / ca for ca, cb in zip(a.round_scores, b.round_scores, strict=True)]
         inc.figures, cand.figures = a.figures(), b.figures()
+        inc.passes = cand.passes = per_size
         inc.score = statistics.median(a.round_scores)
         cand.score = statistics.median(b.round_scores)
         cand.vs_best = statistics.median(ratios)
@@ -367,7 +376,7 @@ class Search:
 
     def _solo(self, trial: Trial) -> None:
         """Time the only candidate left (nothing to interleave against)."""
-        side = _Side()
+        side = SideTimings()
         with open_timed(trial.candidate) as group:
             for _ in range(ROUNDS):
                 self._slice(side, group, trial.candidate, 1, {})

@@ -11,7 +11,6 @@ left out there.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,7 @@ from ...precision import AUTO, run_precision
 from ...shapes import DEFAULT_MAX_SPECIALIZED, ShapePolicy
 from .workload import Workload
 
-__all__ = ["ModelChoice", "Candidate", "Space", "thread_choices", "shape_policies", "policy_searched",
-           "build_space"]
+__all__ = ["ModelChoice", "Candidate", "Space", "thread_choices", "shape_policies", "build_space"]
 
 
 @dataclass(frozen=True)
@@ -74,12 +72,9 @@ class Candidate:
 
     def options(self, *, exact: bool) -> RunnerOptions:
         device = BACKENDS[self.backend].devices[0]
-        changes: dict[str, Any] = {}
-        if "shapes" in {f.name for f in dataclasses.fields(RunnerOptions)}:
-            changes["shapes"] = self.policy
         return RunnerOptions(device=device, precision=self.precision, threads=self.threads,
                              streams=self.streams if self.streams > 1 else None, cuda_graph=self.cuda_graph,
-                             exact=exact, **changes)
+                             exact=exact, shapes=self.policy)
 
     @property
     def label(self) -> str:
@@ -114,18 +109,13 @@ def thread_choices(cores: int) -> list[int]:
     return out
 
 
-def policy_searched() -> bool:
-    """Whether the runners take a shape policy (``RunnerOptions.shapes``): then it is searched; else it is
-    recorded as the policy a server should use."""
-    return "shapes" in {f.name for f in dataclasses.fields(RunnerOptions)}
-
-
 def shape_policies(workload: Workload) -> list[ShapePolicy]:
-    """Dynamic (warm-up: the workload's sizes when they fit in the bound) first, then static when searched."""
+    """Dynamic (warm-up: the workload's sizes when they fit in the bound) first, then static (one executable
+    per size)."""
     distinct = workload.distinct
     warm = tuple((1, h, w) for h, w in distinct) if len(distinct) <= DEFAULT_MAX_SPECIALIZED else ()
     dynamic = ShapePolicy(warmup=warm)
-    return [dynamic, ShapePolicy.static()] if policy_searched() else [dynamic]
+    return [dynamic, ShapePolicy.static()]
 
 
 def _check(name: str, options: RunnerOptions, cache: dict[Any, str | None]) -> str | None:
@@ -194,10 +184,9 @@ def build_space(
         streams = [1, 2] if objective == "throughput" and "streams" in b.takes else [1]
         cpu = b.devices[0] == "cpu"
         graphs = [False, True] if "cuda_graph" in b.takes else [False]
-        # the shape policy where the backend honours it (``takes`` names it), else every backend's when no row
-        # says (a runner that ignores it runs the same candidate twice)
-        named = any("shapes" in x.takes for x in BACKENDS.values())
-        pols = policies if "shapes" in b.takes or not named else policies[:1]
+        # the shape policy where the backend honours it (``takes`` names it): elsewhere the policies would
+        # time the same run twice
+        pols = policies if "shapes" in b.takes else policies[:1]
         for t in (threads if cpu else [None]):
             for s in streams:
                 for batch in batches:
@@ -208,8 +197,7 @@ def build_space(
         "backends": sorted({c.backend for c in candidates}),
         "precisions": sorted({c.computes for c in candidates}),
         "threads": threads, "streams": sorted({c.streams for c in candidates}), "batches": list(batches),
-        "shape_policy": [p.mode for p in policies] if policy_searched() else
-        f"{policies[0].mode} (recorded, not searched: the runners take no shape policy yet)",
+        "shape_policy": [p.mode for p in policies],
         "queue_delay": "derived, not timed: 0 us for batch 1 or the latency objective; for throughput at batch "
                        "> 1, the measured median of one batch",
     }

@@ -13,14 +13,13 @@ own batch is refused: the batch is ``--batch``.
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import OptionError
-from ...shapes import MIN_SIDE, parse_size
+from ...shapes import parse_size
 
 __all__ = ["RANDOM_DRAWS", "Workload", "parse_workload"]
 
@@ -55,24 +54,12 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _range(text: str, whole: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)-(\d+)", text)
-    if not m:
-        raise OptionError(f"--shapes {whole!r}: give random:LOW-HIGH (e.g. random:64-512)")
-    lo, hi = int(m.group(1)), int(m.group(2))
-    if lo < MIN_SIDE or hi < lo:
-        raise OptionError(f"--shapes {whole!r}: need {MIN_SIDE} <= LOW <= HIGH")
-    return lo, hi
-
-
 def parse_workload(spec: str, *, seed: int = 0) -> Workload:
     """``spec`` as a ``Workload``; ``OptionError`` naming ``--shapes`` otherwise."""
     text = str(spec).strip()
     low = text.lower()
-    try:
-        from ..bench.stream import parse_stream, read_shapes_file
-    except ImportError:  # pragma: no cover - the benchmark's stream parser is the one used
-        return _parse_own(text, low, seed)
+    from ..bench.stream import parse_stream, read_shapes_file
+
     if low.startswith(("random:", "cycle:")) or Path(text).is_file():
         s = (read_shapes_file(text) if Path(text).is_file() and not low.startswith(("random:", "cycle:"))
              else parse_stream(text, requests=RANDOM_DRAWS if low.startswith("random:") else None, seed=seed))
@@ -85,34 +72,3 @@ def parse_workload(spec: str, *, seed: int = 0) -> Workload:
     raise OptionError(f"--shapes {spec!r}: give a size (224, 320x480), cycle:224,320x480, random:64-512 or a file "
                       "of sizes")
 
-
-def _parse_own(text: str, low: str, seed: int) -> Workload:
-    spec = text
-    if low.startswith("cycle:"):
-        sizes = tuple(_size(s) for s in low[6:].replace(" ", "").split(",") if s)
-        if not sizes:
-            raise OptionError(f"--shapes {spec!r}: give at least one size after cycle:")
-        return Workload(text, "cycle", sizes)
-    if low.startswith("random:"):
-        parts = low[7:].split("x")
-        if len(parts) not in (1, 2):
-            raise OptionError(f"--shapes {spec!r}: give random:LOW-HIGH or random:LOW-HIGHxLOW-HIGH")
-        hr = _range(parts[0], spec)
-        wr = _range(parts[1], spec) if len(parts) == 2 else None
-        rng = random.Random(seed)
-        sizes = []
-        for _ in range(RANDOM_DRAWS):
-            h = rng.randint(*hr)
-            sizes.append((h, rng.randint(*wr) if wr else h))
-        return Workload(text, "random", tuple(sizes))
-    path = Path(text)
-    if path.is_file():
-        lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        sizes = tuple(_size(w) for ln in lines for w in ln.replace(",", " ").split())
-        if not sizes:
-            raise OptionError(f"--shapes {spec}: the file lists no size")
-        return Workload(text, "file", sizes)
-    if re.fullmatch(r"[\dx]+", low):
-        return Workload(text, "fixed", (_size(low),))
-    raise OptionError(f"--shapes {spec!r}: give a size (224, 320x480), cycle:224,320x480, random:64-512 or a file "
-                      "of sizes")

@@ -1,0 +1,115 @@
+"""Re-measuring deployments the way ``tune`` timed them: ``benchmark --config deploy.json``, and the
+speed-ups of ``benchmarks/tune_figures.py`` (the tuned deployment against baselines, in one interleaved run).
+
+Each configuration is opened fresh (as each of tune's comparisons opens its runners), then timed in
+``rounds`` rounds over the recorded workload, each slice ``passes`` passes over its sizes in stream order
+after one untimed query (``search.time_slice``); with several configurations the order rotates from round
+to round, so a drifting machine cannot favour one. The figures are ``search.Figures`` over every timed
+query: p50/p99 latency, images/s and ms per megapixel, the same figures ``deploy.json`` records.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ...deployconfig import ConfigError, DeployConfig, model_source, runner_options
+from ...loader import plan_model, reference_model
+from ...runners.base import Runner
+from .search import ROUNDS, Figures, SideTimings, open_group, time_slice
+from .workload import Workload
+
+__all__ = ["Remeasured", "config_workload", "open_config", "measure_configs", "remeasure"]
+
+#: the figure each objective is judged by, and whether higher is better
+OBJECTIVE_FIGURE = {"latency": ("p50_ms", False), "throughput": ("images_per_s", True)}
+
+
+def config_workload(config: DeployConfig) -> Workload:
+    """The workload ``config`` was tuned on (``measured.workload``); ``ConfigError`` when it records none."""
+    w = config.measured.get("workload") or {}
+    try:
+        sizes = tuple(tuple(int(v) for v in str(s).lower().split("x")) for s in w["sizes"])
+        if not sizes or any(len(s) != 2 for s in sizes):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        name = config.origin.name if config.origin else "the deployment"
+        raise ConfigError(f"{name} records no workload (measured.workload.sizes): give --shapes, or run "
+                          "'convmlp-deploy tune' again") from None
+    return Workload(str(w.get("spec", "recorded")), str(w.get("kind", "file")), sizes)  # type: ignore[arg-type]
+
+
+@contextmanager
+def open_config(config: DeployConfig) -> Iterator[list[Runner]]:
+    """The active runner(s) of ``config``, ``streams`` queries in flight (``search.open_group``)."""
+    source = model_source(config)
+    model = reference_model(config.variant or "s", source.weights) if source.path is None else None
+    with open_group(plan_model(source, config.backend, runner_options(config)), config.streams, model) as group:
+        yield group
+
+
+def measure_configs(configs: Sequence[DeployConfig], workload: Workload, *, rounds: int = ROUNDS,
+                    passes: int = 1) -> list[Figures]:
+    """``configs`` timed in ``rounds`` rotating rounds over ``workload`` (module docstring)."""
+    if rounds < 1 or passes < 1:
+        raise ValueError("rounds and passes must be >= 1")
+    sides = [SideTimings() for _ in configs]
+    inputs: dict[tuple[int, ...], Any] = {}
+    with ExitStack() as stack:
+        groups = [stack.enter_context(open_config(c)) for c in configs]
+        n = len(configs)
+        for k in range(rounds):
+            for i in [(k + j) % n for j in range(n)]:
+                batch = int(configs[i].batching.get("batch", 1) or 1)
+                sizes = [(batch, 3, h, w) for _ in range(passes) for h, w in workload.sizes]
+                lat, wall = time_slice(groups[i], sizes, inputs)
+                s = sides[i]
+                s.raw.latency_ms.extend(lat)
+                s.raw.queries += len(lat)
+                s.raw.wall_s += wall
+                s.images += len(lat) * batch
+                s.mpx += sum(b * h * w for b, _, h, w in sizes) / 1e6
+                s.round_scores.append(statistics.median(lat))
+    return [s.figures() for s in sides]
+
+
+@dataclass
+class Remeasured:
+    """A deployment measured again here, beside what ``tune`` recorded."""
+
+    config: DeployConfig
+    workload: Workload
+    figures: Figures
+    rounds: int
+    passes: int
+
+    @property
+    def objective(self) -> str:
+        return str(self.config.measured.get("objective", "latency"))
+
+    def ratio(self) -> float | None:
+        """Now over recorded, on the objective's figure (p50 latency, or images/s); None if not recorded."""
+        key, _ = OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
+        recorded = self.config.measured.get(key)
+        if not isinstance(recorded, (int, float)) or recorded <= 0:
+            return None
+        return getattr(self.figures, key) / recorded
+
+    def to_dict(self) -> dict[str, Any]:
+        key, _ = OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
+        recorded = {k: self.config.measured.get(k) for k in ("p50_ms", "p99_ms", "images_per_s", "ms_per_mpx")}
+        return {"deployment": self.config.label(), "workload": self.workload.to_dict(), "rounds": self.rounds,
+                "passes_per_round": self.passes, "objective": self.objective, "figure": key,
+                "now": self.figures.to_dict(), "recorded": recorded, "ratio": self.ratio()}
+
+
+def remeasure(config: DeployConfig, *, workload: Workload | None = None, rounds: int = ROUNDS,
+              passes: int | None = None) -> Remeasured:
+    """``config`` timed again on its recorded workload (or ``workload``), with the passes per round of the
+    figures it recorded (``measured.passes_per_round``; 1 when not recorded)."""
+    w = workload or config_workload(config)
+    p = passes or int(config.measured.get("passes_per_round", 1) or 1)
+    return Remeasured(config, w, measure_configs([config], w, rounds=rounds, passes=p)[0], rounds, p)
