@@ -17,6 +17,7 @@ Weights are synthetic (no checkpoint can be downloaded here): the speeds and the
 architecture; held-out photographs are crops of scikit-image's (``tests/photos.py``).
 
     python benchmarks/tune_figures.py --variants s l --budget-s 240 360     # ~45 min on 2 cores
+    python benchmarks/tune_figures.py --variants l --workloads random:64-512 --budget-s 600 --keep   # one row again
 
 Writes benchmarks/results/tune_figures.{md,json}, after each (variant, workload), so a run cut short
 keeps what it measured.
@@ -170,11 +171,24 @@ def main() -> None:
     ap.add_argument("--slice-queries", type=int, default=SLICE_QUERIES, help="queries per slice of the interleaved run")
     ap.add_argument("--held-out", type=int, default=32, help="held-out photographs")
     ap.add_argument("--calibration", type=int, default=64, help="calibration photographs")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the rows of OUT/tune_figures.json for other (variant, workload) pairs: re-run one row")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tune-figures-"))
     calib, held = common.photo_sets(work / "photos", args.calibration, args.held_out)
     rows: list[dict[str, Any]] = []
+    if args.keep and (args.out / "tune_figures.json").is_file():
+        rows += json.loads((args.out / "tune_figures.json").read_text())["rows"]
     result = {"machine": common.machine_info("cpu"), "versions": common.versions(), "rows": rows}
+
+    def put(row: dict[str, Any]) -> None:  # in place of the row of the same (variant, workload), if any
+        at = next((i for i, r in enumerate(rows) if (r["variant"], r["workload"]) == (row["variant"], row["workload"])),
+                  None)
+        if at is None:
+            rows.append(row)
+        else:
+            rows[at] = row
+
     for n, variant in enumerate(args.variants):
         budget = args.budget_s[min(n, len(args.budget_s) - 1)]
         folder = work / f"graphs_{variant}"
@@ -182,12 +196,12 @@ def main() -> None:
         code, report, err, wall = tool("export", "-v", variant, "--int8", "--int8-layout", "cpu", "--calibration",
                                        calib[0].parent, "-o", folder)
         if code:
-            rows.append({"variant": variant, "workload": "*", "tune_exit": None, "error": f"export exit {code}: {err}"})
+            put({"variant": variant, "workload": "*", "tune_exit": None, "error": f"export exit {code}: {err}"})
             continue
         graphs = {"fp32": folder / f"convmlp_{variant}.onnx", "int8": folder / f"convmlp_{variant}.int8.onnx"}
         for workload in args.workloads:
-            rows.append(one_workload(variant, workload, graphs, held[0].parent, budget, work, args.rounds,
-                                     args.slice_queries))
+            put(one_workload(variant, workload, graphs, held[0].parent, budget, work, args.rounds,
+                             args.slice_queries))
             common.write_results(args.out, "tune_figures", markdown(rows), result)
 
 

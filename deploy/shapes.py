@@ -205,6 +205,7 @@ class _Entry:
     seen: int = 0
     ready: bool = False
     pending: bool = False
+    evictions: int = 0  # how often its executable was dropped to keep the bound
 
 
 @dataclass
@@ -215,6 +216,11 @@ class Specializations(Generic[K]):
     should now start making one (exactly once per key, until it is evicted); ``ready(key)`` marks it made
     and returns the keys to evict to keep the bound (least recently used first); ``use(key)`` marks a
     request served by it. ``warm(key)`` asks for one regardless of sightings (``--warmup``).
+
+    An evicted key earns its executable again after twice the sightings it last needed
+    (``specialize_after * 2**evictions``): a stream that cycles through more recurring sizes than the bound
+    (16 sizes in turn, 8 kept) would otherwise evict and remake executables without end, each compile
+    taking the cores from the requests; with the doubling the compiles die out, the sizes seen most stay.
     """
 
     specialize_after: int = DEFAULT_SPECIALIZE_AFTER
@@ -246,7 +252,8 @@ class Specializations(Generic[K]):
                     del self._entries[old]
             self._entries.move_to_end(key)
             e.seen += 1
-            if self.max_specialized == 0 or e.ready or e.pending or e.seen < self.specialize_after:
+            if (self.max_specialized == 0 or e.ready or e.pending
+                    or e.seen < self.specialize_after * 2**e.evictions):
                 return False
             e.pending = True
             return True
@@ -272,8 +279,9 @@ class Specializations(Generic[K]):
             made = [k for k, v in self._entries.items() if v.ready]
             while len(made) > self.max_specialized:
                 old = made.pop(0)
-                self._entries[old].ready = False
-                self._entries[old].seen = 0
+                gone = self._entries[old]
+                gone.ready, gone.seen = False, 0
+                gone.evictions += 1
                 out.append(old)
             self.evicted += len(out)
             return out

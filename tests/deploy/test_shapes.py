@@ -105,7 +105,21 @@ def test_bound_evicts_least_recently_used() -> None:
     s.sight("a")  # a is now more recent than b
     assert s.sight("c")
     assert s.ready("c") == ["b"] and s.specialized() == ["a", "c"] and s.evicted == 1
-    assert s.sight("b")  # an evicted key earns it again (its sightings start over)
+    assert [s.sight("b") for _ in range(3)] == [False, True, False]  # earned again, at twice the sightings
+
+
+def test_a_cycle_larger_than_the_bound_stops_remaking_executables() -> None:
+    """16 sizes in turn, 8 kept: without the doubling every size is remade every few cycles for ever."""
+    s: Specializations[int] = Specializations(specialize_after=3, max_specialized=8)
+    made_by_cycle = []
+    for _ in range(200):
+        for k in range(16):
+            if s.sight(k):
+                s.ready(k)
+        made_by_cycle.append(s.made)
+    assert s.made <= 16 * 7  # at most log2(200 / 3) + 1 makes per size
+    assert made_by_cycle[-1] - made_by_cycle[100] <= 16  # the second half of the stream makes almost none
+    assert len(s.specialized()) == 8
 
 
 def test_warm_failed_and_zero_bound() -> None:

@@ -125,6 +125,16 @@ def test_workloads_and_thread_choices():
     assert space_mod.thread_choices(16)[0] == 16 and space_mod.thread_choices(16)[-1] == 1
 
 
+def test_the_static_policy_is_searched_only_where_the_sizes_fit_its_bound():
+    few = space_mod.shape_policies(parse_workload("cycle:224,320x480"))
+    assert [p.mode for p in few] == ["dynamic", "static"] and few[0].warmup == ((1, 224, 224), (1, 320, 480))
+    assert space_mod.static_left_out(parse_workload("cycle:224,320x480")) is None
+    many = parse_workload("random:64-512")  # 16 distinct sizes, 8 executables kept
+    assert [p.mode for p in space_mod.shape_policies(many)] == ["dynamic"]
+    assert space_mod.shape_policies(many)[0].warmup == ()
+    assert "16 distinct sizes" in space_mod.static_left_out(many)
+
+
 # --------------------------------------------------------------------------- the deployment file
 
 

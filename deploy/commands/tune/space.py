@@ -23,7 +23,8 @@ from ...precision import AUTO, run_precision
 from ...shapes import DEFAULT_MAX_SPECIALIZED, ShapePolicy
 from .workload import Workload
 
-__all__ = ["ModelChoice", "Candidate", "Space", "thread_choices", "shape_policies", "build_space"]
+__all__ = ["ModelChoice", "Candidate", "Space", "thread_choices", "shape_policies", "static_left_out",
+           "build_space"]
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,21 @@ def thread_choices(cores: int) -> list[int]:
 
 def shape_policies(workload: Workload) -> list[ShapePolicy]:
     """Dynamic (warm-up: the workload's sizes when they fit in the bound) first, then static (one executable
-    per size)."""
+    per size) when the workload's sizes fit in its bound: with more, the static policy evicts and compiles
+    again on the request path at every turn of the stream, a candidate that can only lose (``static_left_out``)."""
     distinct = workload.distinct
-    warm = tuple((1, h, w) for h, w in distinct) if len(distinct) <= DEFAULT_MAX_SPECIALIZED else ()
-    dynamic = ShapePolicy(warmup=warm)
-    return [dynamic, ShapePolicy.static()]
+    fits = len(distinct) <= DEFAULT_MAX_SPECIALIZED
+    dynamic = ShapePolicy(warmup=tuple((1, h, w) for h, w in distinct) if fits else ())
+    return [dynamic, ShapePolicy.static()] if fits else [dynamic]
+
+
+def static_left_out(workload: Workload) -> str | None:
+    """Why the static policy is not searched on ``workload`` (None: it is)."""
+    n = len(workload.distinct)
+    if n <= DEFAULT_MAX_SPECIALIZED:
+        return None
+    return (f"shape policy static: the workload has {n} distinct sizes, more than the {DEFAULT_MAX_SPECIALIZED} "
+            "executables it keeps, so it would compile again on the request path at every turn of the stream")
 
 
 def _check(name: str, options: RunnerOptions, cache: dict[Any, str | None]) -> str | None:
@@ -178,6 +189,9 @@ def build_space(
     combos.sort(key=lambda c: (c[0].reads != "onnx", c[0].facts.precision != "fp32", 0))
     threads = thread_choices(cores)
     policies = shape_policies(workload)
+    why_not_static = static_left_out(workload)
+    if why_not_static is not None:
+        left_out.append(why_not_static)
     candidates: list[Candidate] = []
     for m, name, p in combos:
         b = BACKENDS[name]
