@@ -96,6 +96,11 @@ def test_a_damaged_graph_is_dropped_at_its_gate_and_never_timed(tmp_path, graphs
     assert result.gate_set == "held-out images (8)"
     assert result.search.stopped == "done" and result.search.coverage()["fraction"] == 1.0
     assert any(line.startswith("tensorrt:") for line in result.space.left_out)
+    # the figures deploy.json records are the best timed alone after the search, at its last passes
+    best, measured = result.search.best, result.config.measured
+    assert best.alone and measured["alone"] and "timed alone" in measured["how"]
+    assert measured["queries"] == search_mod.ROUNDS * measured["passes_per_round"] * 1  # one size
+    assert graphs["fp32"] in timed[-1:]  # the last runners opened were the best's own
 
 
 def test_the_budget_stops_the_search_with_the_best_so_far_and_the_coverage(tmp_path, graphs, photos):

@@ -124,7 +124,8 @@ class Trial:
     vs_best: float | None = None  # median per-round speed ratio against the incumbent it was timed with
     won_rounds: float | None = None
     figures: Figures | None = None
-    passes: int = 1  # passes over the workload per round in the comparison ``figures`` come from
+    passes: int = 1  # passes over the workload per round in the timing ``figures`` come from
+    alone: bool = False  # ``figures`` were timed alone (the best, after the search), not in a comparison
 
     @property
     def timed(self) -> bool:
@@ -270,7 +271,14 @@ class Search:
         return self.clock() - self._start
 
     def _fits(self, estimate: float) -> bool:
-        return self.elapsed() + estimate <= self.budget_s
+        """Whether ``estimate`` more seconds still leave room, within the budget, for the best's own timing."""
+        return self.elapsed() + estimate + self._final_estimate() <= self.budget_s
+
+    def _final_estimate(self) -> float:
+        best = self.best
+        if best is None:
+            return 0.0
+        return self._compare_estimate(best.candidate, best.candidate, best.passes) / 2
 
     def _gate_estimate(self) -> float:
         return self._gate_cost if self._gate_cost is not None else self._open_cost
@@ -374,14 +382,26 @@ class Search:
             inc.vs_best = 1.0 / cand.vs_best if cand.vs_best else None
             self.best = cand
 
-    def _solo(self, trial: Trial) -> None:
-        """Time the only candidate left (nothing to interleave against)."""
+    def _solo(self, trial: Trial, passes: int = 1) -> None:
+        """Time ``trial`` alone: runners opened fresh, ``ROUNDS`` slices of ``passes`` passes over the workload
+        (what ``benchmark --config`` does again in a process of its own)."""
         side = SideTimings()
         with open_timed(trial.candidate) as group:
             for _ in range(ROUNDS):
-                self._slice(side, group, trial.candidate, 1, {})
-        trial.figures = side.figures()
-        trial.rung = 0
+                self._slice(side, group, trial.candidate, passes, {})
+        trial.figures, trial.passes, trial.alone = side.figures(), passes, True
+
+    def _final(self) -> None:
+        """The best's figures timed alone, so that ``deploy.json`` records what the deployment does by
+        itself, not beside a rival runtime's threads and caches (skipped if the budget has no room left)."""
+        best = self.best
+        if best is None or best.alone or best.figures is None:
+            return
+        if self.elapsed() + self._final_estimate() > self.budget_s * 1.05:
+            return
+        self.phase = "timing the best alone"
+        self._tick()
+        self._solo(best, best.passes)
 
     def _tick(self) -> None:
         if self.on_progress is not None:
@@ -393,6 +413,7 @@ class Search:
         stopped = "done"
         try:
             stopped = self._run()
+            self._final()
         except KeyboardInterrupt:
             stopped = "interrupted"
         for t in self.trials:
@@ -428,6 +449,7 @@ class Search:
             if not self._fits(self._compare_estimate(self.best.candidate, self.best.candidate, 1) / 2):
                 return "budget"
             self._solo(self.best)
+            self.best.rung = 0
             self.rungs = 1
             return "done"
         rung, per_size = 0, 1
