@@ -184,6 +184,7 @@ def _tune_figures(data: dict[str, Any], md: str) -> None:
     assert row["interleaved"][0]["choice_speedup"] == 1.0
     assert all(i["p50_ms"] > 0 and i["queries"] == 1 for i in row["interleaved"])  # 1 round x 1 size
     assert row["remeasure"]["ratio"] > 0 and row["remeasure"]["now"]["p50_ms"] > 0
+    assert row["remeasure_again"]["ratio"] > 0  # a second fresh process
     assert "| S | 64 |" in md
 
 

@@ -322,7 +322,10 @@ def test_validate_with_real_photos(exported, tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     photos = [c for c in data["cases"] if c["photos"]]
-    assert len(photos) == 1 and photos[0]["shape"] == [6, 3, 224, 224] and data["top1_agreement"] == 1.0
+    # at the recorded 224 (resized and cropped), then at their own 96x128 (normalised only)
+    assert [(c["shape"], c["native"]) for c in photos] == [([6, 3, 224, 224], False), ([6, 3, 96, 128], True)]
+    assert data["top1_agreement"] == 1.0 and data["native_top1_agreement"] == 1.0
+    assert data["accuracy_gate_on"] == "synthetic grid"  # FP32: an exactness gate, on the grid
     empty = tmp_path / "empty"
     empty.mkdir()
     res = CliRunner().invoke(cli.main, ["validate", "--onnx", str(exported / "convmlp_s.onnx"), "--images", str(empty)])
