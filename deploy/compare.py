@@ -280,8 +280,7 @@ class ValidationReport:
         """A case's name in failures and tables (an image case by ``images`` when set)."""
         if self.images is None or not case.photos:
             return case.label
-        return "x".join(str(d) for d in case.shape) + f" {self.images}" + (" at their own size" if case.native
-                                                                          else "")
+        return case.label.replace(" photos", f" {self.images}", 1)
 
     def _agreement(self, native: bool) -> tuple[float | None, int]:
         agree = total = 0.0

@@ -122,7 +122,8 @@ def photo_cases(
     out; ``DeployError`` if none is readable."""
     from convmlp.preprocess import ImageError, load_image, preprocess
 
-    recorded, own = [], {}
+    recorded: list[np.ndarray] = []
+    own: dict[tuple[int, ...], list[np.ndarray]] = {}
     for path in images:
         try:
             img = load_image(path)

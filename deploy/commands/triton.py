@@ -318,19 +318,11 @@ def resolve_options(
 
 def _precision_params(row: Backend, precision: str | None) -> list[tuple[str, str]]:
     """The backend parameters for a run-time ``precision``: OpenVINO's ``HINT_BF16`` for bf16; nothing for
-    its default; refused where the backend has no precision parameter."""
-    if precision in (None, AUTO):
+    its default (fp32 has no parameter: ``triton_notes`` says what runs); refused elsewhere."""
+    if precision in (None, AUTO) or (row.triton_named and precision == "fp32"):
         return []
-    if not row.triton_named:
-        return _refuse_precision(row, precision)
-    if precision == "bf16":
+    if row.triton_named and precision == "bf16":
         return [("HINT_BF16", "YES")]
-    if precision == "fp32":
-        return []  # the backend has no FP32 parameter: its default (triton_notes says what that is here)
-    return _refuse_precision(row, precision)
-
-
-def _refuse_precision(row: Backend, precision: str) -> list[tuple[str, str]]:
     if row.triton_named:
         raise TritonOptionError(f"Triton's {row.title} backend sets bf16 (HINT_BF16) or its default, not {precision}: "
                                 "serve that precision with 'serve --config'")

@@ -19,13 +19,13 @@ from typing import Any
 from ...deployconfig import ConfigError, DeployConfig, model_source, runner_options
 from ...loader import plan_model, reference_model
 from ...runners.base import Runner
-from .search import ROUNDS, Figures, SideTimings, open_group, time_slice
+from .search import ROUNDS, Figures, SideTimings, open_group
 from .workload import Workload
 
 __all__ = ["Remeasured", "config_workload", "open_config", "measure_configs", "remeasure"]
 
-#: the figure each objective is judged by, and whether higher is better
-OBJECTIVE_FIGURE = {"latency": ("p50_ms", False), "throughput": ("images_per_s", True)}
+#: the figure each objective is judged by
+OBJECTIVE_FIGURE = {"latency": "p50_ms", "throughput": "images_per_s"}
 
 
 def config_workload(config: DeployConfig) -> Workload:
@@ -37,8 +37,8 @@ def config_workload(config: DeployConfig) -> Workload:
             raise ValueError
     except (KeyError, TypeError, ValueError):
         name = config.origin.name if config.origin else "the deployment"
-        raise ConfigError(f"{name} records no workload (measured.workload.sizes): give --shapes, or run "
-                          "'convmlp-deploy tune' again") from None
+        raise ConfigError(f"{name} records no workload (measured.workload.sizes) to time it on: run "
+                          "'convmlp-deploy tune' again to write one") from None
     return Workload(str(w.get("spec", "recorded")), str(w.get("kind", "file")), sizes)  # type: ignore[arg-type]
 
 
@@ -64,15 +64,8 @@ def measure_configs(configs: Sequence[DeployConfig], workload: Workload, *, roun
         for k in range(rounds):
             for i in [(k + j) % n for j in range(n)]:
                 batch = int(configs[i].batching.get("batch", 1) or 1)
-                sizes = [(batch, 3, h, w) for _ in range(passes) for h, w in workload.sizes]
-                lat, wall = time_slice(groups[i], sizes, inputs)
-                s = sides[i]
-                s.raw.latency_ms.extend(lat)
-                s.raw.queries += len(lat)
-                s.raw.wall_s += wall
-                s.images += len(lat) * batch
-                s.mpx += sum(b * h * w for b, _, h, w in sizes) / 1e6
-                s.round_scores.append(statistics.median(lat))
+                lat, _ = sides[i].slice(groups[i], batch, workload, passes, inputs)
+                sides[i].round_scores.append(statistics.median(lat))
     return [s.figures() for s in sides]
 
 
@@ -92,14 +85,14 @@ class Remeasured:
 
     def ratio(self) -> float | None:
         """Now over recorded, on the objective's figure (p50 latency, or images/s); None if not recorded."""
-        key, _ = OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
+        key = OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
         recorded = self.config.measured.get(key)
         if not isinstance(recorded, (int, float)) or recorded <= 0:
             return None
         return getattr(self.figures, key) / recorded
 
     def to_dict(self) -> dict[str, Any]:
-        key, _ = OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
+        key = OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
         recorded = {k: self.config.measured.get(k) for k in ("p50_ms", "p99_ms", "images_per_s", "ms_per_mpx")}
         return {"deployment": self.config.label(), "workload": self.workload.to_dict(), "rounds": self.rounds,
                 "passes_per_round": self.passes, "objective": self.objective, "figure": key,

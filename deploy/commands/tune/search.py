@@ -105,6 +105,19 @@ class SideTimings:
     mpx: float = 0.0
     round_scores: list[float] = field(default_factory=list)
 
+    def slice(self, group: Sequence[Runner], batch: int, workload: Workload, passes: int,
+              inputs: dict) -> tuple[list[float], float]:
+        """Time one slice (``passes`` passes over ``workload`` at ``batch``, ``time_slice``) and add it;
+        (its latencies in ms, its wall s)."""
+        sizes = [(batch, 3, h, w) for _ in range(passes) for h, w in workload.sizes]
+        lat, wall = time_slice(group, sizes, inputs)
+        self.raw.latency_ms.extend(lat)
+        self.raw.queries += len(lat)
+        self.raw.wall_s += wall
+        self.images += len(lat) * batch  # one latency per query, each of batch images
+        self.mpx += sum(b * h * w for b, _, h, w in sizes) / 1e6
+        return lat, wall
+
     def figures(self) -> Figures:
         lat = self.raw.latency_ms
         wall = max(self.raw.wall_s, 1e-12)
@@ -332,15 +345,8 @@ class Search:
 
     def _slice(self, side: SideTimings, group: list[Runner], c: Candidate, per_size: int, inputs: dict) -> float:
         """One slice of ``c``: ``per_size`` passes over the workload in stream order; its score."""
-        sizes = [(c.batch, 3, h, w) for _ in range(per_size) for h, w in self.workload.sizes]
-        lat, wall = time_slice(group, sizes, inputs)
-        images = len(lat) * c.batch  # one latency per query, each of c.batch images
-        side.raw.latency_ms.extend(lat)
-        side.raw.queries += len(lat)
-        side.raw.wall_s += wall
-        side.images += images
-        side.mpx += sum(b * h * w for b, _, h, w in sizes) * (len(lat) // len(sizes)) / 1e6
-        return self._score(lat, images, wall)
+        lat, wall = side.slice(group, c.batch, self.workload, per_size, inputs)
+        return self._score(lat, len(lat) * c.batch, wall)
 
     def _compare(self, inc: Trial, cand: Trial, per_size: int) -> tuple[SideTimings, SideTimings]:
         """Time ``inc`` and ``cand`` in alternating rounds (A B, B A, ...)."""
