@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from deploy.deployconfig import (
     read_config,
     write_config,
 )
-from deploy.errors import OptionError
+from deploy.errors import DeployError, OptionError
 from deploy.machine import cpu_features
 from tests.photos import HELD_OUT_PHOTOS, make_photo_set
 
@@ -97,10 +99,33 @@ def test_a_damaged_graph_is_dropped_at_its_gate_and_never_timed(tmp_path, graphs
     assert result.search.stopped == "done" and result.search.coverage()["fraction"] == 1.0
     assert any(line.startswith("tensorrt:") for line in result.space.left_out)
     # the figures deploy.json records are the best timed alone after the search, at its last passes
+    # in a fresh process (no runner of it opened here), every round at least ROUND_MIN_S long
     best, measured = result.search.best, result.config.measured
-    assert best.alone and measured["alone"] and "timed alone" in measured["how"]
+    assert best.alone and measured["alone"] and measured["timed_in"] == "a fresh process"
+    assert "timed alone after the search in a fresh process" in measured["how"]
     assert measured["queries"] == search_mod.ROUNDS * measured["passes_per_round"] * 1  # one size
-    assert graphs["fp32"] in timed[-1:]  # the last runners opened were the best's own
+    assert measured["passes_per_round"] / measured["images_per_s"] >= search_mod.ROUND_MIN_S * 0.5
+    assert timed and len(timed) % 2 == 0  # comparisons only (two runners each): none opened here for the best
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tune-alone")) == []  # temp removed
+
+
+def test_the_best_is_timed_here_when_a_fresh_process_fails_and_says_so(tmp_path, graphs, photos, monkeypatch):
+    from deploy.commands.tune import remeasure as remeasure_mod
+
+    def broken(*args, **kw):
+        raise DeployError("the fresh timing process failed: no interpreter")
+
+    monkeypatch.setattr(remeasure_mod, "in_fresh_process", broken)
+    result = run_tune(_request(tmp_path, [graphs["fp32"]], photos, shapes="cycle:64,64x80"))
+    measured = result.config.measured
+    assert measured["alone"] and measured["timed_in"].startswith("the tune process (a fresh process failed: ")
+    assert measured["queries"] == search_mod.ROUNDS * measured["passes_per_round"] * 2  # two sizes
+    # and the module a fresh process runs: a config it cannot use is one line, exit 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    res = subprocess.run([sys.executable, "-m", "deploy.commands.tune.remeasure", str(bad)], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
 
 
 def test_the_budget_stops_the_search_with_the_best_so_far_and_the_coverage(tmp_path, graphs, photos):
@@ -193,7 +218,9 @@ def test_the_config_opens_exactly_its_backend_precision_threads(tmp_path, graphs
     fp32 = _config(tmp_path, graphs["fp32"], precision="fp32", computes="fp32")
     res = CliRunner().invoke(cli.main, ["triton", "--config", str(fp32), "--repository", str(tmp_path / "repo3")])
     assert res.exit_code == 0 and 'key: "HINT_BF16"' not in next((tmp_path / "repo3").glob("*/config.pbtxt")).read_text()
-    assert ("cannot set the run-time precision fp32" in res.output) == cpu_features()["bf16"]
+    # the entry cannot carry FP32: said on every CPU, and a warning where OpenVINO's default is BF16
+    assert "cannot set the run-time precision fp32" in res.output
+    assert ("NOT the FP32 that was tuned" in res.output) == cpu_features()["bf16"]
     res = CliRunner().invoke(cli.main, ["triton", "--config", str(fp32), "--repository", str(tmp_path / "repo4"),
                                         "--precision", "bf16"])
     assert res.exit_code == 2 and "--precision contradicts --config" in res.output

@@ -11,7 +11,8 @@
    at the workload's sizes (``--gate grid``, said in the output);
 3. the space (``space.build_space``: every backend and precision this machine runs, x threads x streams
    x batch x shape policy; with TensorRT, engines from ``trt.build_engines``), and what was left out;
-4. the search (``search.Search``: gate first, successive halving, interleaved timing, the budget);
+4. the search (``search.Search``: gate first, successive halving, interleaved timing, the budget), its
+   best then timed alone in a fresh process (``fresh_timing``; ``remeasure.in_fresh_process``);
 5. the result: every candidate's row, and the best as a ``deploy.deployconfig.DeployConfig``.
 """
 
@@ -31,7 +32,7 @@ from ...errors import OptionError
 from ...modelfile import describe, describe_variant
 from ...reference import ReferenceCase, photo_cases, reference_cases
 from .output import COLUMNS, build_config, plot_trials, trials_csv
-from .search import Search, SearchResult
+from .search import ROUNDS, AloneTiming, Search, SearchResult, Trial
 from .space import ModelChoice, Space, build_space
 from .workload import Workload, parse_workload
 
@@ -77,6 +78,8 @@ class TuneRequest:
     clock: Callable[[], float] = time.monotonic
     on_progress: Callable[[Search], None] | None = None
     log: Callable[[str], None] = lambda _msg: None
+    #: time the best alone in a fresh process (``fresh_timing``); False: in this one (tests of the search)
+    fresh_process: bool = True
 
     @property
     def folder(self) -> Path:
@@ -254,6 +257,23 @@ def _engines(models: list[ModelChoice], workload: Workload, r: TuneRequest) -> l
     return []
 
 
+def fresh_timing(r: TuneRequest, space: Space, workload: Workload, gate_set: str, models: list[ModelChoice],
+                 search: Callable[[], Search]) -> AloneTiming:
+    """The best timed alone by ``remeasure`` in a process of its own: the deployment ``deploy.json`` will
+    record, written to a temporary file beside ``-o`` and timed as ``benchmark --config`` times it."""
+    from .remeasure import FRESH_START_S, in_fresh_process
+
+    def time(trial: Trial, passes: int) -> Any:
+        s = search()
+        provisional = TuneResult(r, space, SearchResult(s.trials, trial, "done", s.elapsed(), s.rungs), workload,
+                                 gate_set, models)
+        left = max(r.budget_s - s.elapsed(), 0.0)
+        return in_fresh_process(build_config(provisional, partial=False), r.output.parent, rounds=ROUNDS,
+                                passes=passes, timeout_s=max(3 * left, 120.0))
+
+    return AloneTiming(time, FRESH_START_S, "a fresh process")
+
+
 def run_tune(r: TuneRequest) -> TuneResult:
     """Tune (module docstring). Raises ``OptionError`` for a request that cannot work (before any work)."""
     workload, photos, _ = prepare(r)
@@ -274,9 +294,10 @@ def run_tune(r: TuneRequest) -> TuneResult:
     if not space.candidates:
         raise OptionError("nothing to search on this machine: " + "; ".join(space.left_out))
     cases, gate_set, label, weights = _reference(r, models, photos, workload)
+    alone = fresh_timing(r, space, workload, gate_set, models, lambda: search) if r.fresh_process else None
     search = Search(space, cases, workload, objective=r.objective, budget_s=r.budget_s, max_p99_ms=r.max_p99_ms,
                     min_top1_agreement=r.min_top1_agreement, on_progress=r.on_progress, model_label=label, clock=r.clock,
-                    weights_label=weights)
+                    weights_label=weights, alone=alone)
     result = search.run()
     out = TuneResult(r, space, result, workload, gate_set, models, notes)
     if result.best is not None and out.failure is None:

@@ -18,6 +18,11 @@
 4. **Budget.** Before each gate or comparison the search estimates its cost from what the last ones cost;
    if it would end past ``--budget-s`` it stops with the best found so far, and the result says how many
    candidates it decided (dropped at the gate, pruned, finalist) out of the space.
+5. **The best timed alone.** Room is kept within the budget for the best's own figures, the ones
+   ``deploy.json`` records: ``ROUNDS`` rounds of whole passes over the workload, each round at least
+   ``ROUND_MIN_S`` long (a short round on a shared VM is noise, not a figure). ``tune`` times it in a fresh
+   process (``AloneTiming``; ``remeasure.in_fresh_process``), the way ``benchmark --config`` times it again:
+   a runner opened after a dozen others in one long process was measured up to 1.45x slower there.
 """
 
 from __future__ import annotations
@@ -42,13 +47,15 @@ from ..bench.timing import RawTimings, TimingConfig, make_inputs, time_case
 from .space import Candidate, Space
 from .workload import Workload
 
-__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "Gate", "Figures", "SideTimings", "Trial", "SearchResult",
+__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "ROUND_MIN_S", "AloneTiming", "Gate", "Figures", "SideTimings", "Trial", "SearchResult",
            "Search", "open_group", "open_timed", "time_slice"]
 
 ROUNDS = 6
 ETA = 2
 MARGIN = 0.02
 WIN_ROUNDS = 0.75
+#: seconds each round of the best's own timing lasts at least (whole passes over the workload)
+ROUND_MIN_S = 1.5
 
 
 @dataclass
@@ -139,6 +146,7 @@ class Trial:
     figures: Figures | None = None
     passes: int = 1  # passes over the workload per round in the timing ``figures`` come from
     alone: bool = False  # ``figures`` were timed alone (the best, after the search), not in a comparison
+    timed_in: str = ""  # where they were timed alone ("a fresh process", "the tune process")
 
     @property
     def timed(self) -> bool:
@@ -246,6 +254,17 @@ def open_group(plan: ModelPlan, streams: int, model: Any = None) -> Iterator[lis
         yield [first] + [stack.enter_context(open_runner(plan, model)) for _ in range(streams - 1)]
 
 
+@dataclass(frozen=True)
+class AloneTiming:
+    """How the best is timed alone after the search: ``time(trial, passes)`` gives its figures (``ROUNDS``
+    rounds of ``passes`` passes); ``overhead_s`` is what that costs beyond the queries (a process's start, its
+    runners' compile), kept within the budget; ``where`` says where it ran."""
+
+    time: Callable[[Trial, int], Figures]
+    overhead_s: float
+    where: str
+
+
 class Search:
     """One run of the search over ``space`` (module docstring)."""
 
@@ -263,12 +282,14 @@ class Search:
         on_progress: Callable[[Search], None] | None = None,
         model_label: str = "",
         weights_label: str = "",
+        alone: AloneTiming | None = None,
     ) -> None:
         self.space, self.cases, self.workload = space, list(cases), workload
         self.objective, self.budget_s = objective, budget_s
         self.max_p99_ms, self.min_top1 = max_p99_ms, min_top1_agreement
         self.clock, self.on_progress = clock, on_progress
         self.model_label, self.weights_label = model_label, weights_label
+        self.alone = alone or AloneTiming(self._solo, 0.0, "the tune process")
         self.trials = [Trial(c) for c in space.candidates]
         self.gates: dict[Any, Gate] = {}
         self.best: Trial | None = None
@@ -291,7 +312,22 @@ class Search:
         best = self.best
         if best is None:
             return 0.0
-        return self._compare_estimate(best.candidate, best.candidate, best.passes) / 2
+        passes = self._final_passes(best)
+        rounds = self._compare_estimate(best.candidate, best.candidate, passes) / 2 - self._open_cost
+        if best.figures is not None:
+            rounds = ROUNDS * (passes + 1) * self._pass_s(best)
+        return self.alone.overhead_s + self._open_cost + rounds
+
+    def _pass_s(self, trial: Trial) -> float:
+        """Seconds one pass over the workload took ``trial`` (from its figures)."""
+        assert trial.figures is not None
+        return len(self.workload.sizes) * trial.candidate.batch / max(trial.figures.images_per_s, 1e-12)
+
+    def _final_passes(self, trial: Trial) -> int:
+        """Passes per round of the best's own timing: at least its last comparison's, and ``ROUND_MIN_S``."""
+        if trial.figures is None:
+            return trial.passes
+        return max(trial.passes, math.ceil(ROUND_MIN_S / max(self._pass_s(trial), 1e-9)))
 
     def _gate_estimate(self) -> float:
         return self._gate_cost if self._gate_cost is not None else self._open_cost
@@ -388,26 +424,33 @@ class Search:
             inc.vs_best = 1.0 / cand.vs_best if cand.vs_best else None
             self.best = cand
 
-    def _solo(self, trial: Trial, passes: int = 1) -> None:
-        """Time ``trial`` alone: runners opened fresh, ``ROUNDS`` slices of ``passes`` passes over the workload
-        (what ``benchmark --config`` does again in a process of its own)."""
+    def _solo(self, trial: Trial, passes: int = 1) -> Figures:
+        """``trial`` timed alone here: runners opened fresh, ``ROUNDS`` slices of ``passes`` passes over the
+        workload (what ``benchmark --config`` does again in a process of its own)."""
         side = SideTimings()
         with open_timed(trial.candidate) as group:
             for _ in range(ROUNDS):
                 self._slice(side, group, trial.candidate, passes, {})
-        trial.figures, trial.passes, trial.alone = side.figures(), passes, True
+        return side.figures()
 
     def _final(self) -> None:
-        """The best's figures timed alone, so that ``deploy.json`` records what the deployment does by
-        itself, not beside a rival runtime's threads and caches (skipped if the budget has no room left)."""
+        """The best's figures timed alone (``self.alone``), so that ``deploy.json`` records what the deployment
+        does by itself, not beside a rival runtime's threads and caches (skipped if the budget has no room
+        left). Where that fails (a fresh process that cannot start), it is timed here instead, and says so."""
         best = self.best
-        if best is None or best.alone or best.figures is None:
+        if best is None or best.alone:
             return
         if self.elapsed() + self._final_estimate() > self.budget_s * 1.05:
             return
-        self.phase = "timing the best alone"
+        passes = self._final_passes(best)
+        self.phase = f"timing the best alone ({self.alone.where})"
         self._tick()
-        self._solo(best, best.passes)
+        try:
+            best.figures, best.timed_in = self.alone.time(best, passes), self.alone.where
+        except DeployError as exc:
+            best.figures = self._solo(best, passes)
+            best.timed_in = f"the tune process ({self.alone.where} failed: {one_line(exc)})"
+        best.passes, best.alone = passes, True
 
     def _tick(self) -> None:
         if self.on_progress is not None:
@@ -451,10 +494,9 @@ class Search:
             self._tick()
         if self.best is None:
             return "done"
-        if len(pool) == 1:
-            if not self._fits(self._compare_estimate(self.best.candidate, self.best.candidate, 1) / 2):
+        if len(pool) == 1:  # nothing to compare it with: its figures are its own timing (``_final``)
+            if not self._fits(0.0):
                 return "budget"
-            self._solo(self.best)
             self.best.rung = 0
             self.rungs = 1
             return "done"
