@@ -263,7 +263,7 @@ def fresh_timing(r: TuneRequest, space: Space, workload: Workload, gate_set: str
     record, written to a temporary file beside ``-o`` and timed as ``benchmark --config`` times it."""
     from .remeasure import FRESH_START_S, in_fresh_process
 
-    def time(trial: Trial, passes: int) -> Any:
+    def alone(trial: Trial, passes: int) -> Any:
         s = search()
         provisional = TuneResult(r, space, SearchResult(s.trials, trial, "done", s.elapsed(), s.rungs), workload,
                                  gate_set, models)
@@ -271,7 +271,7 @@ def fresh_timing(r: TuneRequest, space: Space, workload: Workload, gate_set: str
         return in_fresh_process(build_config(provisional, partial=False), r.output.parent, rounds=ROUNDS,
                                 passes=passes, timeout_s=max(3 * left, 120.0))
 
-    return AloneTiming(time, FRESH_START_S, "a fresh process")
+    return AloneTiming(alone, FRESH_START_S, "a fresh process")
 
 
 def run_tune(r: TuneRequest) -> TuneResult:
