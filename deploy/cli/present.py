@@ -402,7 +402,10 @@ def echo_remeasured(result: Any) -> None:
     echo_table(rows, [("what", ""), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("images_per_s", "images/s"),
                       ("ms_per_mpx", "ms/Mpx")])
     ratio = result.ratio()
+    each = ", ".join(f"{getattr(f, result.key):.4g}" for f in result.processes)
     if ratio is None:
-        click.echo("the deployment records no figure to compare with")
+        click.echo(f"{d['figure']} in {len(result.processes)} fresh process(es): {each}; the deployment records no "
+                   "figure to compare with")
     else:
-        click.echo(f"{d['figure']}: now {ratio:.2f}x what tune recorded")
+        click.echo(f"{d['figure']}: now {ratio:.2f}x what tune recorded (the median of {len(result.processes)} fresh "
+                   f"process(es): {each})")

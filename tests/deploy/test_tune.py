@@ -99,11 +99,12 @@ def test_a_damaged_graph_is_dropped_at_its_gate_and_never_timed(tmp_path, graphs
     assert result.search.stopped == "done" and result.search.coverage()["fraction"] == 1.0
     assert any(line.startswith("tensorrt:") for line in result.space.left_out)
     # the figures deploy.json records are the best timed alone after the search, at its last passes
-    # in a fresh process (no runner of it opened here), every round at least ROUND_MIN_S long
+    # in 3 fresh processes (no runner of it opened here), the median one's, every round >= ROUND_MIN_S
     best, measured = result.search.best, result.config.measured
-    assert best.alone and measured["alone"] and measured["timed_in"] == "a fresh process"
-    assert "timed alone after the search in a fresh process" in measured["how"]
-    assert measured["queries"] == search_mod.ROUNDS * measured["passes_per_round"] * 1  # one size
+    assert best.alone and measured["alone"] and measured["timed_in"] == "3 fresh processes"
+    assert "timed alone after the search in 3 fresh processes, the median process's" in measured["how"]
+    assert measured["processes"] == 3 and sorted(measured["process_p50_ms"])[1] == measured["p50_ms"]
+    assert measured["queries"] == search_mod.ROUNDS * measured["passes_per_round"] * 1  # one size, per process
     assert measured["passes_per_round"] / measured["images_per_s"] >= search_mod.ROUND_MIN_S * 0.5
     assert timed and len(timed) % 2 == 0  # comparisons only (two runners each): none opened here for the best
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tune-alone")) == []  # temp removed
@@ -115,10 +116,11 @@ def test_the_best_is_timed_here_when_a_fresh_process_fails_and_says_so(tmp_path,
     def broken(*args, **kw):
         raise DeployError("the fresh timing process failed: no interpreter")
 
-    monkeypatch.setattr(remeasure_mod, "in_fresh_process", broken)
+    monkeypatch.setattr(remeasure_mod, "in_fresh_processes", broken)
     result = run_tune(_request(tmp_path, [graphs["fp32"]], photos, shapes="cycle:64,64x80"))
     measured = result.config.measured
-    assert measured["alone"] and measured["timed_in"].startswith("the tune process (a fresh process failed: ")
+    assert measured["alone"] and measured["timed_in"].startswith("the tune process (3 fresh processes failed: ")
+    assert measured["processes"] == 1
     assert measured["queries"] == search_mod.ROUNDS * measured["passes_per_round"] * 2  # two sizes
     # and the module a fresh process runs: a config it cannot use is one line, exit 2
     bad = tmp_path / "bad.json"
@@ -374,9 +376,13 @@ def test_benchmark_config_remeasures_the_recorded_workload_as_tune_timed_it(tmp_
     res = CliRunner().invoke(cli.main, ["benchmark", "--config", str(path), "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    # 6 rounds x 2 passes x 2 sizes, each query timed; the ratio is now over the recorded p50
-    assert out["now"]["queries"] == 6 * 2 * 2 and out["passes_per_round"] == 2
+    # 3 fresh processes (none recorded: the default), each 6 rounds x 2 passes x 2 sizes, each query timed;
+    # the ratio is the median process's p50 over the recorded one
+    assert len(out["processes"]) == 3 and all(p["queries"] == 6 * 2 * 2 for p in out["processes"])
+    assert out["passes_per_round"] == 2
+    assert out["now"]["p50_ms"] == sorted(p["p50_ms"] for p in out["processes"])[1]
     assert out["ratio"] == pytest.approx(out["now"]["p50_ms"] / 4.0)
+    assert out["process_ratios"] == pytest.approx([p["p50_ms"] / 4.0 for p in out["processes"]])
     assert "now" in CliRunner().invoke(cli.main, ["benchmark", "--config", str(path)]).output
 
     res = CliRunner().invoke(cli.main, ["benchmark", "--config", str(path), "--threads", "2"])

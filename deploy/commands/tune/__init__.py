@@ -12,7 +12,7 @@
 3. the space (``space.build_space``: every backend and precision this machine runs, x threads x streams
    x batch x shape policy; with TensorRT, engines from ``trt.build_engines``), and what was left out;
 4. the search (``search.Search``: gate first, successive halving, interleaved timing, the budget), its
-   best then timed alone in a fresh process (``fresh_timing``; ``remeasure.in_fresh_process``);
+   best then timed alone in fresh processes (``fresh_timing``; ``remeasure.in_fresh_processes``);
 5. the result: every candidate's row, and the best as a ``deploy.deployconfig.DeployConfig``.
 """
 
@@ -78,7 +78,7 @@ class TuneRequest:
     clock: Callable[[], float] = time.monotonic
     on_progress: Callable[[Search], None] | None = None
     log: Callable[[str], None] = lambda _msg: None
-    #: time the best alone in a fresh process (``fresh_timing``); False: in this one (tests of the search)
+    #: time the best alone in fresh processes (``fresh_timing``); False: in this one (tests of the search)
     fresh_process: bool = True
 
     @property
@@ -259,19 +259,19 @@ def _engines(models: list[ModelChoice], workload: Workload, r: TuneRequest) -> l
 
 def fresh_timing(r: TuneRequest, space: Space, workload: Workload, gate_set: str, models: list[ModelChoice],
                  search: Callable[[], Search]) -> AloneTiming:
-    """The best timed alone by ``remeasure`` in a process of its own: the deployment ``deploy.json`` will
-    record, written to a temporary file beside ``-o`` and timed as ``benchmark --config`` times it."""
-    from .remeasure import FRESH_START_S, in_fresh_process
+    """The best timed alone in ``remeasure.PROCESSES`` processes of their own: the deployment ``deploy.json``
+    will record, written to a temporary file beside ``-o`` and timed as ``benchmark --config`` times it."""
+    from .remeasure import FRESH_START_S, PROCESSES, in_fresh_processes
 
     def alone(trial: Trial, passes: int) -> Any:
         s = search()
         provisional = TuneResult(r, space, SearchResult(s.trials, trial, "done", s.elapsed(), s.rungs), workload,
                                  gate_set, models)
         left = max(r.budget_s - s.elapsed(), 0.0)
-        return in_fresh_process(build_config(provisional, partial=False), r.output.parent, rounds=ROUNDS,
-                                passes=passes, timeout_s=max(3 * left, 120.0))
+        return in_fresh_processes(build_config(provisional, partial=False), r.output.parent, processes=PROCESSES,
+                                  rounds=ROUNDS, passes=passes, timeout_s=max(3 * left, 120.0))
 
-    return AloneTiming(alone, FRESH_START_S, "a fresh process")
+    return AloneTiming(alone, FRESH_START_S, f"{PROCESSES} fresh processes", PROCESSES)
 
 
 def run_tune(r: TuneRequest) -> TuneResult:

@@ -48,8 +48,11 @@ def build_config(result: Any, *, partial: bool | None = None) -> DeployConfig:
         "workload": result.workload.to_dict(), "objective": req.objective,
         **(f.to_dict() if f is not None else {}),
         "rounds": ROUNDS, "passes_per_round": best.passes, "alone": best.alone, "timed_in": best.timed_in or None,
-        "how": (f"timed alone after the search in {best.timed_in}: runners opened fresh, {ROUNDS} rounds of "
-                f"{best.passes} pass(es) over the workload (as 'benchmark --config' times it); " if best.alone else
+        "processes": len(best.processes) or None, "process_p50_ms": [p.p50_ms for p in best.processes] or None,
+        "process_images_per_s": [p.images_per_s for p in best.processes] or None,
+        "how": (f"timed alone after the search in {best.timed_in}, the median process's figures: runners opened "
+                f"fresh, {ROUNDS} rounds of {best.passes} pass(es) over the workload in each (as 'benchmark --config' "
+                "times it); " if best.alone else
                 "from its last comparison (the budget left no room to time it alone); ") +
                f"ranked interleaved against the best in {ROUNDS} alternating rounds per comparison; crowned at a median "
                f"ratio >= {1 + MARGIN:g} winning >= {WIN_ROUNDS:.0%} of rounds",
