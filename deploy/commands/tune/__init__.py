@@ -78,8 +78,6 @@ class TuneRequest:
     clock: Callable[[], float] = time.monotonic
     on_progress: Callable[[Search], None] | None = None
     log: Callable[[str], None] = lambda _msg: None
-    #: time the best alone in fresh processes (``fresh_timing``); False: in this one (tests of the search)
-    fresh_process: bool = True
 
     @property
     def folder(self) -> Path:
@@ -260,7 +258,7 @@ def _engines(models: list[ModelChoice], workload: Workload, r: TuneRequest) -> l
 def fresh_timing(r: TuneRequest, space: Space, workload: Workload, gate_set: str, models: list[ModelChoice],
                  search: Callable[[], Search]) -> AloneTiming:
     """The best timed alone in ``remeasure.PROCESSES`` processes of their own: the deployment ``deploy.json``
-    will record, written to a temporary file beside ``-o`` and timed as ``benchmark --config`` times it."""
+    will record, timed as ``benchmark --config`` times it."""
     from .remeasure import FRESH_START_S, PROCESSES, in_fresh_processes
 
     def alone(trial: Trial, passes: int) -> Any:
@@ -268,8 +266,8 @@ def fresh_timing(r: TuneRequest, space: Space, workload: Workload, gate_set: str
         provisional = TuneResult(r, space, SearchResult(s.trials, trial, "done", s.elapsed(), s.rungs), workload,
                                  gate_set, models)
         left = max(r.budget_s - s.elapsed(), 0.0)
-        return in_fresh_processes(build_config(provisional, partial=False), r.output.parent, processes=PROCESSES,
-                                  rounds=ROUNDS, passes=passes, timeout_s=max(3 * left, 120.0))
+        return in_fresh_processes(build_config(provisional, partial=False), processes=PROCESSES, rounds=ROUNDS,
+                                  passes=passes, timeout_s=max(3 * left, 120.0))
 
     return AloneTiming(alone, FRESH_START_S, f"{PROCESSES} fresh processes", PROCESSES)
 
@@ -294,7 +292,7 @@ def run_tune(r: TuneRequest) -> TuneResult:
     if not space.candidates:
         raise OptionError("nothing to search on this machine: " + "; ".join(space.left_out))
     cases, gate_set, label, weights = _reference(r, models, photos, workload)
-    alone = fresh_timing(r, space, workload, gate_set, models, lambda: search) if r.fresh_process else None
+    alone = fresh_timing(r, space, workload, gate_set, models, lambda: search)
     search = Search(space, cases, workload, objective=r.objective, budget_s=r.budget_s, max_p99_ms=r.max_p99_ms,
                     min_top1_agreement=r.min_top1_agreement, on_progress=r.on_progress, model_label=label, clock=r.clock,
                     weights_label=weights, alone=alone)

@@ -135,35 +135,45 @@ class Remeasured:
 
 def recorded_timing(config: DeployConfig) -> tuple[int, int, int]:
     """(processes, rounds, passes per round) of the figures ``config`` records (``measured.processes``,
-    ``.rounds``, ``.passes_per_round``; ``PROCESSES``, ``ROUNDS`` and 1 where not recorded)."""
+    ``.rounds``, ``.passes_per_round``; ``PROCESSES``, ``ROUNDS`` and 1 where not recorded); ``ConfigError``
+    for a value that is not a whole number >= 1."""
     m = config.measured
-    return (int(m.get("processes", PROCESSES) or PROCESSES), int(m.get("rounds", ROUNDS) or ROUNDS),
-            int(m.get("passes_per_round", 1) or 1))
+    found = []
+    for key, default in (("processes", PROCESSES), ("rounds", ROUNDS), ("passes_per_round", 1)):
+        value = m.get(key)
+        if value is None:
+            found.append(default)
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            found.append(value)
+        else:
+            name = config.origin.name if config.origin else "the deployment"
+            raise ConfigError(f"{name}: measured.{key} must be a whole number >= 1, not {value!r}: run "
+                              "'convmlp-deploy tune' again to write it")
+    return found[0], found[1], found[2]
 
 
-def remeasure(config: DeployConfig, *, workload: Workload | None = None, processes: int | None = None,
-              timeout_s: float = 3600.0) -> Remeasured:
+def remeasure(config: DeployConfig, *, workload: Workload | None = None, timeout_s: float = 3600.0) -> Remeasured:
     """``config`` timed again on its recorded workload (or ``workload``) the way its figures were timed: in
     as many fresh processes, each as many rounds of as many passes (``recorded_timing``)."""
     w = workload or config_workload(config)
     n, rounds, passes = recorded_timing(config)
-    folder = config.origin.parent if config.origin is not None else Path.cwd()
-    figs = in_fresh_processes(config, folder, processes=processes or n, rounds=rounds, passes=passes, workload=w,
-                              timeout_s=timeout_s)
+    figs = in_fresh_processes(config, processes=n, rounds=rounds, passes=passes, workload=w, timeout_s=timeout_s)
     return Remeasured(config, w, figs, rounds, passes)
 
 
-def in_fresh_processes(config: DeployConfig, folder: Path, *, processes: int, rounds: int, passes: int,
-                       timeout_s: float, workload: Workload | None = None) -> list[Figures]:
+def in_fresh_processes(config: DeployConfig, *, processes: int, rounds: int, passes: int, timeout_s: float,
+                       workload: Workload | None = None) -> list[Figures]:
     """``config`` timed in ``processes`` processes of its own, one after the other (this module's ``main``:
     ``measure_configs`` on the one config): each one's figures.
 
-    The config is written to a temporary file in ``folder`` (where its model paths resolve) and removed
-    after. ``DeployError`` (one line) when a process fails or they run past ``timeout_s`` in all."""
+    The config, its model paths made absolute (a read config's relative ones resolve against its own
+    folder), is written to a temporary file and removed after. ``DeployError`` (one line) when a process
+    fails or they run past ``timeout_s`` in all."""
+    files = tuple(replace(f, path=str(config.resolve(f))) if f.path else f for f in config.files)
+    config = replace(config, files=files)
     if workload is not None:
         config = replace(config, measured={**config.measured, "workload": workload.to_dict()})
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".tune-alone-", suffix=".json", dir=folder)
+    fd, name = tempfile.mkstemp(prefix="convmlp-timing-", suffix=".json")
     os.close(fd)
     deadline = time.monotonic() + timeout_s
     try:

@@ -48,8 +48,9 @@ from ..bench.timing import RawTimings, TimingConfig, make_inputs, time_case
 from .space import Candidate, Space
 from .workload import Workload
 
-__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "ROUND_MIN_S", "OBJECTIVE_FIGURE", "AloneTiming", "Gate", "Figures", "SideTimings", "Trial", "SearchResult",
-           "Search", "median_process", "open_group", "open_timed", "time_slice"]
+__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "ROUND_MIN_S", "OBJECTIVE_FIGURE", "AloneTiming", "Gate",
+           "Figures", "SideTimings", "Trial", "SearchResult", "Search", "median_process", "open_group", "open_timed",
+           "time_slice"]
 
 ROUNDS = 6
 ETA = 2
