@@ -10,6 +10,9 @@ Targets per variant (all from the graphs ``convmlp-deploy export`` ships):
 - ``ov f32`` / ``ov bf16``: OpenVINO on the FP32 graph, precision hint f32 / bf16;
 - ``ov int8``: OpenVINO on the same INT8 graph (INT8 layers, the rest in OpenVINO's default).
 
+On a CPU without native BF16 (an AVX2-only EPYC) ``ov bf16`` and the BF16 peak are left out: OpenVINO
+refuses the hint there (``--precision bf16``), and an emulated BF16 matmul is no roofline.
+
 TFLOP/s are 2 x MACs x images/s (INT8 paths: the same MACs, done as integer ops);
 "% peak" is against the measured matmul peak of the precision the path computes in
 (FP32 for torch/ort fp32/ov f32, BF16 for ov bf16; no INT8 roofline is measured, so
@@ -35,12 +38,25 @@ from deploy.commands.bench import BenchReport, Case, prepare, resolve_target
 from deploy.commands.bench.interleave import Speedup
 
 TARGETS = ("torch", "ort fp32", "ort int8", "ov f32", "ov bf16", "ov int8")
+
+
+def targets_here() -> tuple[str, ...]:
+    """``TARGETS`` less ``ov bf16`` where this CPU has no native BF16."""
+    from deploy.machine import cpu_features
+
+    return TARGETS if cpu_features()["bf16"] else tuple(t for t in TARGETS if t != "ov bf16")
 CASES = (Case(1, 224, 224), Case(4, 320, 320), Case(1, 512, 512))
 
 
 def measure_bf16_peak(threads: int, n: int = PEAK_N) -> dict[str, float]:
-    """BF16 TFLOP/s of an ``n x n x n`` matmul in PyTorch (oneDNN) and OpenVINO (bf16 hint)."""
+    """BF16 TFLOP/s of an ``n x n x n`` matmul in PyTorch (oneDNN) and OpenVINO (bf16 hint); none where
+    the CPU has no native BF16."""
     import torch
+
+    from deploy.machine import cpu_features
+
+    if not cpu_features()["bf16"]:
+        return {}
 
     flops = 2.0 * n**3
     out: dict[str, float] = {}
@@ -91,7 +107,7 @@ def targets_for(variant: str, graphs: dict[str, Path], threads: int) -> list[Any
         "ov bf16": dict(onnx=graphs["fp32"], backend="openvino", precision="bf16"),
         "ov int8": dict(onnx=graphs["int8"], backend="openvino", precision="auto"),
     }
-    return [resolve_target(threads=threads, **spec[t]) for t in TARGETS]
+    return [resolve_target(threads=threads, **spec[t]) for t in targets_here()]
 
 
 def accuracy(variant: str, graphs: dict[str, Path], photos: list[Path], threads: int) -> dict[str, dict[str, float]]:
@@ -107,7 +123,7 @@ def accuracy(variant: str, graphs: dict[str, Path], photos: list[Path], threads:
     with torch.no_grad():
         ref = reference_model(variant)(torch.from_numpy(x)).numpy()
     out: dict[str, dict[str, float]] = {}
-    for name, target in zip(TARGETS, targets_for(variant, graphs, threads), strict=True):
+    for name, target in zip(targets_here(), targets_for(variant, graphs, threads), strict=True):
         if name == "torch":
             continue
         with open_runners(target) as (runner, *_):
@@ -136,7 +152,7 @@ def markdown(report: BenchReport, speedups: list[Speedup], acc: dict[str, Any], 
         "|---|---:|---|---|---|---:|---:|---:|---:|---|",
     ]
     for key, results in rows.items():
-        for i, (name, r) in enumerate(zip(TARGETS, results, strict=True)):
+        for i, (name, r) in enumerate(zip(targets_here(), results, strict=True)):
             peak = bf16_peak if name == "ov bf16" else fp32_peak
             pct = f"{100 * (r.tflops or 0) / peak:.0f}%" if peak and "int8" not in name else "-"
             speed = "1" if i == 0 else f"**{sp[key][i - 1].median:.2f}x** ({sp[key][i - 1].low:.2f}-{sp[key][i - 1].high:.2f})"
@@ -158,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {"fp32": measure_cpu_peak(args.threads, args.peak_n), "bf16": measure_bf16_peak(args.threads, args.peak_n)}
     common.log(f"peaks (TFLOP/s): {peaks}")
     timing = common.timing_config(args)
-    report = common.interleaved_report(args, timing, targets=list(TARGETS), peaks_tflops=peaks)
+    report = common.interleaved_report(args, timing, targets=list(targets_here()), peaks_tflops=peaks)
     speedups: list[Speedup] = []
     acc: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             graphs = export_graphs(v, Path(tmp) / v, calib[0].parent, args.calibration)
             acc[v] = accuracy(v, graphs, photos, args.threads)
             targets = [prepare(t, cases) for t in targets_for(v, graphs, args.threads)]
-            common.time_interleaved(report, speedups, targets, cases, timing, args.rounds, f"{v}: {', '.join(TARGETS)}")
+            common.time_interleaved(report, speedups, targets, cases, timing, args.rounds,
+                                    f"{v}: {', '.join(targets_here())}")
     return common.write_report(args.out, "cpu_backends", markdown(report, speedups, acc, peaks, args), report,
                                speedups, accuracy=acc)
 

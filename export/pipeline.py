@@ -51,7 +51,15 @@ from .checks import check_request, preprocessing_cfg
 from .config import PREPROCESSING, ExportConfig
 from .fallback import FallbackResult, search
 from .fp16 import CONVERTER, FP32_OPS, converter_version, to_fp16
-from .int8 import LAYOUT_FLOAT, CalibrationSet, calibration_inputs, calibration_set, quantize_int8
+from .int8 import (
+    LAYOUT_FLOAT,
+    CalibrationSet,
+    calibration_inputs,
+    calibration_set,
+    quantize_int8,
+    to_7bit_weights,
+    vnni,
+)
 from .onnx import (
     export_onnx_proto,
     exporter_info,
@@ -295,7 +303,8 @@ def openvino_irs(run: Run) -> None:
         source = run.staging[g.name]
         ir_meta = {**run.meta[g.name], "source_onnx": g.path.name, "source_onnx_sha256": file_sha256(source),
                    "openvino_version": openvino_version()}
-        run.staging.add(ir, write_ir(source.read_bytes(), folder / run.staging.paths[ir].name, ir_meta))
+        graph = _ir_graph(run, g.name, source.read_bytes(), ir_meta)
+        run.staging.add(ir, write_ir(graph, folder / run.staging.paths[ir].name, ir_meta))
         run.log(f"{ir}: OpenVINO IR, validating on OpenVINO (f32)")
         with OpenVINORunner(run.staging[ir], precision="f32", cache_dir="") as runner:
             report = _compare(run, runner, run.checked_on[g.name], g.validation.tolerance, ir)
@@ -304,6 +313,20 @@ def openvino_irs(run: Run) -> None:
         run.graphs.append(GraphResult(ir, final, g.precision, g.simplify, report, sum(info.layers.values()),
                                       info.layers, weights_path=ir_bin_path(final)))
         run.timed(f"{ir}_convert_validate_s", t)
+
+
+def _ir_graph(run: Run, name: str, graph: bytes, ir_meta: dict[str, str]) -> bytes:
+    """The ONNX bytes the IR of graph ``name`` is made from: the TensorRT-layout INT8 graph with its
+    weights re-quantized to 7 bits where this CPU has no VNNI (``export.int8.to_7bit_weights``; the CPU
+    layout is quantized to 7 bits there already), recorded in ``ir_meta``."""
+    if name != "int8" or run.cfg.int8_layout != "tensorrt" or vnni():
+        return graph
+    proto = onnx.load_from_string(graph)
+    count = to_7bit_weights(proto)
+    ir_meta["int8_weight_bits"] = "7"
+    run.log(f"int8.openvino: {count} weights re-quantized to 7 bits for OpenVINO (this CPU has no VNNI, "
+            "whose u8s8 kernels would saturate on 8-bit ones)")
+    return proto.SerializeToString()
 
 
 #: the export, in order; the loop in ``_export`` runs each that applies

@@ -54,7 +54,8 @@ INT8_KEYS: dict[str, str] = {
     "calibration_method": "minmax, entropy or percentile",
     "int8_layout": "tensorrt (symmetric INT8 + FP16) or cpu (u8s8, FP32 elsewhere)",
     "calibration_files_sha256": "sha256 of the sorted calibration file list",
-    "int8_weight_bits": "8, or 7 where the CPU layout was made on a CPU without VNNI (export.int8.vnni)",
+    "int8_weight_bits": "8, or 7 where the CPU layout, or the IR of either layout, was made on a CPU without "
+    "VNNI (export.int8.vnni)",
 }
 #: what an IR adds (``export --openvino``)
 IR_KEYS: dict[str, str] = {
