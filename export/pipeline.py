@@ -319,7 +319,7 @@ def _ir_graph(run: Run, name: str, graph: bytes, ir_meta: dict[str, str]) -> byt
     """The ONNX bytes the IR of graph ``name`` is made from: the TensorRT-layout INT8 graph with its
     weights re-quantized to 7 bits where this CPU has no VNNI (``export.int8.to_7bit_weights``; the CPU
     layout is quantized to 7 bits there already), recorded in ``ir_meta``."""
-    if name != "int8" or run.cfg.int8_layout != "tensorrt" or vnni():
+    if name != "int8" or run.cfg.int8_layout == "cpu" or vnni():
         return graph
     proto = onnx.load_from_string(graph)
     count = to_7bit_weights(proto)
