@@ -38,6 +38,7 @@ from deploy.commands.bench import BenchReport, Case, prepare, resolve_target
 from deploy.commands.bench.interleave import Speedup
 
 TARGETS = ("torch", "ort fp32", "ort int8", "ov f32", "ov bf16", "ov int8")
+CASES = (Case(1, 224, 224), Case(4, 320, 320), Case(1, 512, 512))
 
 
 def targets_here() -> tuple[str, ...]:
@@ -45,7 +46,7 @@ def targets_here() -> tuple[str, ...]:
     from deploy.machine import cpu_features
 
     return TARGETS if cpu_features()["bf16"] else tuple(t for t in TARGETS if t != "ov bf16")
-CASES = (Case(1, 224, 224), Case(4, 320, 320), Case(1, 512, 512))
+
 
 
 def measure_bf16_peak(threads: int, n: int = PEAK_N) -> dict[str, float]:

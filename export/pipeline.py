@@ -56,9 +56,8 @@ from .int8 import (
     CalibrationSet,
     calibration_inputs,
     calibration_set,
+    for_openvino,
     quantize_int8,
-    to_7bit_weights,
-    vnni,
 )
 from .onnx import (
     export_onnx_proto,
@@ -303,7 +302,13 @@ def openvino_irs(run: Run) -> None:
         source = run.staging[g.name]
         ir_meta = {**run.meta[g.name], "source_onnx": g.path.name, "source_onnx_sha256": file_sha256(source),
                    "openvino_version": openvino_version()}
-        graph = _ir_graph(run, g.name, source.read_bytes(), ir_meta)
+        graph, requantized = source.read_bytes(), 0
+        if g.name == "int8":
+            graph, requantized = for_openvino(graph, run.cfg.int8_layout)
+        if requantized:
+            ir_meta["int8_weight_bits"] = "7"
+            run.log(f"{ir}: {requantized} weights re-quantized to 7 bits for OpenVINO (this CPU has no VNNI, "
+                    "whose u8s8 kernels would saturate on 8-bit ones)")
         run.staging.add(ir, write_ir(graph, folder / run.staging.paths[ir].name, ir_meta))
         run.log(f"{ir}: OpenVINO IR, validating on OpenVINO (f32)")
         with OpenVINORunner(run.staging[ir], precision="f32", cache_dir="") as runner:
@@ -313,20 +318,6 @@ def openvino_irs(run: Run) -> None:
         run.graphs.append(GraphResult(ir, final, g.precision, g.simplify, report, sum(info.layers.values()),
                                       info.layers, weights_path=ir_bin_path(final)))
         run.timed(f"{ir}_convert_validate_s", t)
-
-
-def _ir_graph(run: Run, name: str, graph: bytes, ir_meta: dict[str, str]) -> bytes:
-    """The ONNX bytes the IR of graph ``name`` is made from: the TensorRT-layout INT8 graph with its
-    weights re-quantized to 7 bits where this CPU has no VNNI (``export.int8.to_7bit_weights``; the CPU
-    layout is quantized to 7 bits there already), recorded in ``ir_meta``."""
-    if name != "int8" or run.cfg.int8_layout == "cpu" or vnni():
-        return graph
-    proto = onnx.load_from_string(graph)
-    count = to_7bit_weights(proto)
-    ir_meta["int8_weight_bits"] = "7"
-    run.log(f"int8.openvino: {count} weights re-quantized to 7 bits for OpenVINO (this CPU has no VNNI, "
-            "whose u8s8 kernels would saturate on 8-bit ones)")
-    return proto.SerializeToString()
 
 
 #: the export, in order; the loop in ``_export`` runs each that applies

@@ -104,9 +104,7 @@ def test_tensorrt_layout_int8_ir_is_written_and_validated(odd_channels):
     assert ("re-quantized to 7 bits for OpenVINO" in odd_channels["log"]) == (not int8_mod.vnni())
 
 
-def test_7bit_weights_dequantize_to_the_same_weights_at_twice_the_step():
-    from export.int8 import to_7bit_weights
-
+def _one_weight_graph() -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     q = rng.integers(-127, 128, (4, 3)).astype(np.int8)
     s = np.array([0.5, 0.25, 2.0**-14, 1.0], np.float16)
@@ -116,7 +114,13 @@ def test_7bit_weights_dequantize_to_the_same_weights_at_twice_the_step():
     node = onnx.helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wd"], axis=0)
     graph = onnx.helper.make_graph([node], "g", [], [onnx.helper.make_tensor_value_info("wd", 10, [4, 3])],
                                    [w, scale, z])
-    proto = onnx.helper.make_model(graph)
+    return onnx.helper.make_model(graph), q, s
+
+
+def test_7bit_weights_dequantize_to_the_same_weights_at_twice_the_step():
+    from export.int8 import to_7bit_weights
+
+    proto, q, s = _one_weight_graph()
     assert to_7bit_weights(proto) == 1
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     assert inits["w"].dtype == np.int8 and np.abs(inits["w"].astype(int)).max() <= 64
@@ -124,6 +128,18 @@ def test_7bit_weights_dequantize_to_the_same_weights_at_twice_the_step():
     before = q.astype(np.float64) * s.astype(np.float64)[:, None]
     after = inits["w"].astype(np.float64) * inits["s"].astype(np.float64)[:, None]
     assert (np.abs(after - before) <= s.astype(np.float64)[:, None] + 1e-12).all()  # at most half the new step
+
+
+def test_openvino_gets_7bit_weights_only_for_the_tensorrt_layout_on_a_cpu_without_vnni(monkeypatch):
+    proto, q, _ = _one_weight_graph()
+    graph = proto.SerializeToString()
+    assert int8_mod.for_openvino(graph, "cpu") == (graph, 0)  # quantized for this CPU already
+    monkeypatch.setattr(int8_mod, "vnni", lambda: True)
+    assert int8_mod.for_openvino(graph, "tensorrt") == (graph, 0)
+    monkeypatch.setattr(int8_mod, "vnni", lambda: False)
+    out, count = int8_mod.for_openvino(graph, "tensorrt")
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(out).graph.initializer}["w"]
+    assert count == 1 and np.array_equal(weights, np.clip(np.round(q / 2), -64, 64).astype(np.int8))
 
 
 def test_7bit_weights_refuse_int32_biases():
