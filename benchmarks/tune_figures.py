@@ -14,8 +14,8 @@ exported once; then for each workload (``224`` fixed, ``random:64-512``):
    fresh, then timed in rotating rounds over the workload) of the chosen configuration against
    onnxruntime FP32 with its default settings and the README's recommendations (OpenVINO on the INT8 graph
    when calibrated INT8 is accepted; OpenVINO BF16 on the FP32 graph without calibration, or OpenVINO FP32
-   on a CPU without BF16): the speed-ups, as ratios of p50 latency from that one run, which drift cannot
-   bias (the order rotates every round).
+   on a CPU without BF16): the speed-ups, as ratios of the per-size p50 latency (``search.size_p50``, what
+   ``tune`` ranks by) from that one run, which drift cannot bias (the order rotates every round).
 
 Rows are kept per CPU (``cpu``: the model and its BF16/INT8 units): a run here replaces this CPU's row of
 the same (variant, workload) and keeps every other CPU's.
@@ -141,9 +141,9 @@ def one_workload(variant: str, workload: str, graphs: dict[str, Path], held: Pat
     common.log(f"interleaved: {', '.join(names)} ...")
     passes = max(1, math.ceil(slice_queries / len(workload.sizes)))
     figs = measure_configs([chosen, *others.values()], workload, rounds=rounds, passes=passes)
-    base = figs[0].p50_ms
+    base = figs[0].size_p50_ms
     row["interleaved_passes"] = passes
-    row["interleaved"] = [{"config": n, **f.to_dict(), "choice_speedup": f.p50_ms / base}
+    row["interleaved"] = [{"config": n, **f.to_dict(), "choice_speedup": f.size_p50_ms / base}
                           for n, f in zip(names, figs, strict=True)]
     return row
 
@@ -175,10 +175,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r.get('cpu', '')} | {r['variant'].upper()} | {r['workload']} | {r['chosen']} | "
                      f"{cov['elapsed_s']:.0f} s ({cov['stopped']}) | {cov['decided']}/{cov['candidates']} "
                      f"({cov['fraction']:.0%}) | {' | '.join(vs)} | {remeasure_cell(r)} |")
-    lines += ["", "Speed-ups are p50-latency ratios from one interleaved run of the four configurations, each "
+    lines += ["", "Speed-ups are per-size p50 ratios (each size's p50 latency, averaged over the sizes: `tune`'s "
+              "latency figure; the p50 for one size) from one interleaved run of the four configurations, each "
               "opened fresh and timed in 6 rotating rounds of whole passes over the workload (32 queries or more "
               "per slice): each one's p50 over the choice's, >1: the choice is faster. The last column is `benchmark "
-              "--config`'s p50 over what `tune` recorded (1.00 = the same), both the median of 3 fresh processes; "
+              "--config`'s per-size p50 over what `tune` recorded (rows before 2026-12-03: its p50) (1.00 = the same), both the median of 3 fresh processes; "
               "in brackets each process's (rows of earlier runs: one process each, twice, and tune's figure from "
               "its own process)."]
     for r in rows:
@@ -186,10 +187,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             continue
         lines += ["", f"**{r.get('cpu', '')}: {r['variant'].upper()}, {r['workload']}** ({r['gate_set']}; "
                   f"{r['coverage_line']}):", "",
-                  "| configuration | p50 ms | p99 ms | images/s | ms/Mpx |", "| --- | --- | --- | --- | --- |"]
+                  "| configuration | per-size p50 ms | p50 ms | p99 ms | images/s | ms/Mpx |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for i in r["interleaved"]:
-            lines.append(f"| {i['config']} | {i['p50_ms']:.1f} | {i['p99_ms']:.1f} | {i['images_per_s']:.1f} | "
-                         f"{i['ms_per_mpx']:.0f} |")
+            per_size = f"{i['size_p50_ms']:.1f}" if "size_p50_ms" in i else "-"
+            lines.append(f"| {i['config']} | {per_size} | {i['p50_ms']:.1f} | {i['p99_ms']:.1f} | "
+                         f"{i['images_per_s']:.1f} | {i['ms_per_mpx']:.0f} |")
     return "\n".join(lines)
 
 

@@ -399,8 +399,8 @@ def echo_remeasured(result: Any) -> None:
     click.echo(f"{m.get('cpu') or m.get('device', '')}: {d['deployment']}; workload {d['workload']['spec']} "
                f"({len(d['workload']['sizes'])} sizes), {d['rounds']} rounds x {d['passes_per_round']} pass(es)")
     rows = [{"what": "now", **d["now"]}, {"what": "recorded by tune", **d["recorded"]}]
-    echo_table(rows, [("what", ""), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("images_per_s", "images/s"),
-                      ("ms_per_mpx", "ms/Mpx")])
+    echo_table(rows, [("what", ""), ("size_p50_ms", "per-size p50 ms"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+                      ("images_per_s", "images/s"), ("ms_per_mpx", "ms/Mpx")])
     ratio = result.ratio()
     each = ", ".join(f"{getattr(f, result.key):.4g}" for f in result.processes)
     if ratio is None:

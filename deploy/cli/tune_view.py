@@ -34,7 +34,7 @@ def _best_text(search: Any) -> str:
     if best is None:
         return "no candidate has passed its gate yet"
     f = best.figures
-    figure = "" if f is None else (f", p50 {f.p50_ms:.3g} ms" if search.objective == "latency"
+    figure = "" if f is None else (f", per-size p50 {f.size_p50_ms:.3g} ms" if search.objective == "latency"
                                    else f", {f.images_per_s:.4g} images/s")
     return f"best: {best.candidate.label}{figure}"
 
@@ -95,8 +95,8 @@ def echo_tune(result: Any, written: list[str]) -> None:
     if result.config is not None:
         cfg = result.config
         m = cfg.measured
-        figures = (f": p50 {m['p50_ms']:.3g} ms, p99 {m['p99_ms']:.3g} ms, {m['images_per_s']:.4g} images/s, "
-                   f"{m['ms_per_mpx']:.4g} ms/Mpx" if "p50_ms" in m else " (not timed)")
+        figures = (f": per-size p50 {m['size_p50_ms']:.3g} ms, p50 {m['p50_ms']:.3g} ms, p99 {m['p99_ms']:.3g} ms, "
+                   f"{m['images_per_s']:.4g} images/s, {m['ms_per_mpx']:.4g} ms/Mpx" if "p50_ms" in m else " (not timed)")
         click.echo(f"chosen: {cfg.model.path} on {cfg.label()}{figures}")
     for path in written:
         click.echo(f"wrote {path}")

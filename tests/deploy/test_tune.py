@@ -104,7 +104,8 @@ def test_a_damaged_graph_is_dropped_at_its_gate_and_never_timed(tmp_path, graphs
     best, measured = result.search.best, result.config.measured
     assert best.alone and measured["alone"] and measured["timed_in"] == "3 fresh processes"
     assert "timed alone after the search in 3 fresh processes, the median process's" in measured["how"]
-    assert measured["processes"] == 3 and sorted(measured["process_p50_ms"])[1] == measured["p50_ms"]
+    assert measured["processes"] == 3 and sorted(measured["process_size_p50_ms"])[1] == measured["size_p50_ms"]
+    assert measured["size_p50_ms"] == measured["p50_ms"]  # one size: the per-size p50 is the p50
     assert measured["queries"] == search_mod.ROUNDS * measured["passes_per_round"] * 1  # one size, per process
     assert measured["passes_per_round"] / measured["images_per_s"] >= search_mod.ROUND_MIN_S * 0.5
     assert timed and len(timed) % 2 == 0  # comparisons only (two runners each): none opened here for the best
@@ -142,6 +143,29 @@ def test_the_budget_stops_the_search_with_the_best_so_far_and_the_coverage(tmp_p
     assert result.config is not None
     assert result.config.search["coverage"]["stopped"] == "budget"
     assert any(t.status == "not reached" for t in result.search.trials)
+
+
+def test_a_stream_of_sizes_is_judged_by_each_sizes_p50_averaged(monkeypatch):
+    a, b, c = (1, 3, 64, 64), (1, 3, 64, 96), (1, 3, 96, 96)
+    lat, shapes = [1.0, 2.0, 3.0, 10.0, 12.0, 100.0], [a, a, a, b, b, c]
+    assert search_mod.size_p50(lat, shapes) == pytest.approx((2.0 + 11.0 + 100.0) / 3)
+    assert search_mod.size_p50([3.0, 1.0, 2.0, 9.0], [a] * 4) == 2.5  # one size: its p50
+    with pytest.raises(ValueError):
+        search_mod.size_p50(lat, shapes[:-1])
+    # a slice and the figures over slices: by size, whatever order the sizes came in; the p50 of all queries
+    # sits on whichever size the middle query falls on
+    monkeypatch.setattr(search_mod, "time_slice", lambda group, sizes, inputs: (lat, shapes, 0.5))
+    side = search_mod.SideTimings()
+    workload = parse_workload("cycle:64,64x96,96")
+    assert side.slice([], 1, workload, 2, {}) == (pytest.approx(113.0 / 3), 6, 0.5)
+    side.slice([], 1, workload, 2, {})
+    f = side.figures()
+    assert f.size_p50_ms == pytest.approx(113.0 / 3) and f.p50_ms == pytest.approx(6.5) and f.queries == 12
+    # the median process: lowest-first on a figure in ms, highest-first on images/s
+    figs = [replace(f, size_p50_ms=v, images_per_s=100.0 / v) for v in (3.0, 1.0, 2.0)]
+    assert search_mod.median_process(figs, "size_p50_ms").size_p50_ms == 2.0
+    assert search_mod.median_process(figs, "images_per_s").size_p50_ms == 2.0
+    assert search_mod.median_process(figs[:2], "size_p50_ms").size_p50_ms == 1.0  # the lower middle: the better
 
 
 def test_workloads_and_thread_choices():
@@ -378,13 +402,22 @@ def test_benchmark_config_remeasures_the_recorded_workload_as_tune_timed_it(tmp_
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     # 3 fresh processes (none recorded: the default), each 6 rounds x 2 passes x 2 sizes, each query timed;
-    # the ratio is the median process's p50 over the recorded one
+    # a config that records only p50 (written before size_p50_ms): the ratio is the median process's p50
+    # over the recorded one
     assert len(out["processes"]) == 3 and all(p["queries"] == 6 * 2 * 2 for p in out["processes"])
     assert out["passes_per_round"] == 2
     assert out["now"]["p50_ms"] == sorted(p["p50_ms"] for p in out["processes"])[1]
     assert out["ratio"] == pytest.approx(out["now"]["p50_ms"] / 4.0)
     assert out["process_ratios"] == pytest.approx([p["p50_ms"] / 4.0 for p in out["processes"]])
     assert "now" in CliRunner().invoke(cli.main, ["benchmark", "--config", str(path)]).output
+    # one that records the per-size p50 is judged by it, the median process by it
+    (tmp_path / "new").mkdir()
+    new = _config(tmp_path / "new", graphs["fp32"], streams=1, batching={"batch": 1, "max_batch": 1},
+                  measured={**recorded, "size_p50_ms": 5.0, "processes": 3})
+    out = json.loads(CliRunner().invoke(cli.main, ["benchmark", "--config", str(new), "--json"]).stdout)
+    assert out["figure"] == "size_p50_ms" and out["recorded"]["size_p50_ms"] == 5.0
+    assert out["now"]["size_p50_ms"] == sorted(p["size_p50_ms"] for p in out["processes"])[1]
+    assert out["ratio"] == pytest.approx(out["now"]["size_p50_ms"] / 5.0)
 
     res = CliRunner().invoke(cli.main, ["benchmark", "--config", str(path), "--threads", "2"])
     assert res.exit_code == 2 and "--threads contradicts --config" in res.output

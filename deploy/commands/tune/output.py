@@ -21,7 +21,8 @@ __all__ = ["COLUMNS", "build_config", "trials_csv", "plot_trials"]
 COLUMNS = [
     ("index", "#"), ("model", "model"), ("backend", "backend"), ("computes", "computes"), ("threads", "threads"),
     ("streams", "streams"), ("batch", "batch"), ("policy", "shapes"), ("gate", "gate"), ("rel_l2", "rel L2"),
-    ("cosine", "cosine"), ("top1_agreement", "top-1 agr"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+    ("cosine", "cosine"), ("top1_agreement", "top-1 agr"), ("p50_ms", "p50 ms"), ("size_p50_ms", "per-size p50"),
+    ("p99_ms", "p99 ms"),
     ("images_per_s", "images/s"), ("ms_per_mpx", "ms/Mpx"), ("vs_best", "vs best"), ("status", "status"),
 ]
 
@@ -49,6 +50,7 @@ def build_config(result: Any, *, partial: bool | None = None) -> DeployConfig:
         **(f.to_dict() if f is not None else {}),
         "rounds": ROUNDS, "passes_per_round": best.passes, "alone": best.alone, "timed_in": best.timed_in or None,
         "processes": len(best.processes) or None, "process_p50_ms": [p.p50_ms for p in best.processes] or None,
+        "process_size_p50_ms": [p.size_p50_ms for p in best.processes] or None,
         "process_images_per_s": [p.images_per_s for p in best.processes] or None,
         "how": (f"timed alone after the search in {best.timed_in}, the median process's figures: runners opened "
                 f"fresh, {ROUNDS} rounds of {best.passes} pass(es) over the workload in each (as 'benchmark --config' "

@@ -5,7 +5,8 @@ Each configuration is opened fresh (as each of tune's comparisons opens its runn
 ``rounds`` rounds over the recorded workload, each slice ``passes`` passes over its sizes in stream order
 after one untimed query (``search.time_slice``); with several configurations the order rotates from round
 to round, so a drifting machine cannot favour one. The figures are ``search.Figures`` over every timed
-query: p50/p99 latency, images/s and ms per megapixel, the same figures ``deploy.json`` records.
+query: p50/p99 latency, the per-size p50 (``search.size_p50``, what a latency objective is judged by),
+images/s and ms per megapixel, the same figures ``deploy.json`` records.
 
 ``in_fresh_processes`` is how ``tune`` times its best and how ``benchmark --config`` (``remeasure``) times
 it again: this module run as ``python -m deploy.commands.tune.remeasure deploy.json --rounds R --passes P``
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,8 +85,8 @@ def measure_configs(configs: Sequence[DeployConfig], workload: Workload, *, roun
         for k in range(rounds):
             for i in [(k + j) % n for j in range(n)]:
                 batch = int(configs[i].batching.get("batch", 1) or 1)
-                lat, _ = sides[i].slice(groups[i], batch, workload, passes, inputs)
-                sides[i].round_scores.append(statistics.median(lat))
+                latency_ms, _, _ = sides[i].slice(groups[i], batch, workload, passes, inputs)
+                sides[i].round_scores.append(latency_ms)
     return [s.figures() for s in sides]
 
 
@@ -106,12 +106,16 @@ class Remeasured:
 
     @property
     def key(self) -> str:
-        return OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
+        """The objective's figure; ``p50_ms`` for a latency config written before ``size_p50_ms`` was recorded."""
+        key = OBJECTIVE_FIGURE.get(self.objective, OBJECTIVE_FIGURE["latency"])
+        if key == "size_p50_ms" and key not in self.config.measured and "p50_ms" in self.config.measured:
+            return "p50_ms"
+        return key
 
     @property
     def figures(self) -> Figures:
         """The median process's figures."""
-        return median_process(self.processes, self.objective)
+        return median_process(self.processes, self.key)
 
     def _over_recorded(self, f: Figures) -> float | None:
         recorded = self.config.measured.get(self.key)
@@ -125,7 +129,8 @@ class Remeasured:
         return self._over_recorded(self.figures)
 
     def to_dict(self) -> dict[str, Any]:
-        recorded = {k: self.config.measured.get(k) for k in ("p50_ms", "p99_ms", "images_per_s", "ms_per_mpx")}
+        recorded = {k: self.config.measured.get(k) for k in ("p50_ms", "size_p50_ms", "p99_ms", "images_per_s",
+                                                              "ms_per_mpx")}
         return {"deployment": self.config.label(), "workload": self.workload.to_dict(), "rounds": self.rounds,
                 "passes_per_round": self.passes, "objective": self.objective, "figure": self.key,
                 "now": self.figures.to_dict(), "processes": [f.to_dict() for f in self.processes],
@@ -194,7 +199,8 @@ def _one_process(path: str, rounds: int, passes: int, timeout_s: float) -> Figur
         raise DeployError(f"a fresh timing process failed: {last}")
     try:
         now = json.loads(res.stdout)["figures"]
-        return Figures(**{k: now[k] for k in ("p50_ms", "p99_ms", "images_per_s", "ms_per_mpx", "queries")})
+        return Figures(**{k: now[k] for k in ("p50_ms", "size_p50_ms", "p99_ms", "images_per_s", "ms_per_mpx",
+                                              "queries")})
     except (ValueError, KeyError, TypeError):
         raise DeployError("a fresh timing process printed no figures") from None
 

@@ -8,6 +8,8 @@
 2. **Interleaved against the best.** Each candidate is timed against the incumbent (the best so far) in
    ``ROUNDS`` alternating rounds (A B, B A, ...), each slice one pass over the workload's sizes that
    starts with one untimed query (as ``bench.interleave`` does; here each runner keeps its own batch).
+   A round's latency score is its ``size_p50`` (each size's p50, averaged over the sizes), not the p50 of
+   its queries, which lands on whichever size the middle query falls on.
    The challenger takes the incumbent's place only when the median of its per-round speed ratios is at
    least ``1 + MARGIN`` *and* it won at least ``WIN_ROUNDS`` of the rounds, so a noisy round cannot crown
    it. A candidate over ``--max-p99-ms`` is never crowned; a feasible one always beats an infeasible
@@ -49,8 +51,8 @@ from .space import Candidate, Space
 from .workload import Workload
 
 __all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "ROUND_MIN_S", "OBJECTIVE_FIGURE", "AloneTiming", "Gate",
-           "Figures", "SideTimings", "Trial", "SearchResult", "Search", "median_process", "open_group", "open_timed",
-           "time_slice"]
+           "Figures", "size_p50", "SideTimings", "Trial", "SearchResult", "Search", "median_process", "open_group",
+           "open_timed", "time_slice"]
 
 ROUNDS = 6
 ETA = 2
@@ -92,27 +94,42 @@ class Gate:
 
 @dataclass
 class Figures:
-    """Measured on the workload: per-query latency percentiles, images/s and wall ms per megapixel."""
+    """Measured on the workload: per-query latency percentiles, the per-size p50 (``size_p50``), images/s
+    and wall ms per megapixel."""
 
     p50_ms: float
     p99_ms: float
     images_per_s: float
     ms_per_mpx: float
     queries: int
+    size_p50_ms: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "images_per_s": self.images_per_s,
-                "ms_per_mpx": self.ms_per_mpx, "queries": self.queries}
+        return {"p50_ms": self.p50_ms, "size_p50_ms": self.size_p50_ms, "p99_ms": self.p99_ms,
+                "images_per_s": self.images_per_s, "ms_per_mpx": self.ms_per_mpx, "queries": self.queries}
 
 
-#: the figure each objective is judged by
-OBJECTIVE_FIGURE = {"latency": "p50_ms", "throughput": "images_per_s"}
+#: the figure each objective is judged by (lower is better for a figure in ms)
+OBJECTIVE_FIGURE = {"latency": "size_p50_ms", "throughput": "images_per_s"}
 
 
-def median_process(figures: Sequence[Figures], objective: str) -> Figures:
-    """The median of several processes' figures on the objective's figure (the lower middle of an even count)."""
-    key = OBJECTIVE_FIGURE.get(objective, OBJECTIVE_FIGURE["latency"])
-    ranked = sorted(figures, key=lambda f: getattr(f, key), reverse=key != "p50_ms")  # best first
+def size_p50(latency_ms: Sequence[float], shapes: Sequence[tuple[int, ...]]) -> float:
+    """The mean over the distinct sizes of each one's p50 latency (``shapes[i]`` is ``latency_ms[i]``'s): the
+    latency a multi-size workload is judged by, and for one size its p50.
+
+    The p50 of all queries of a stream of sizes is the latency of whichever size the middle query falls on:
+    16 sizes x 12 queries put it between the 8th and 9th smallest, and two processes' p50 differed by 14%
+    where this figure differed by 0.7% (``benchmarks/RESULTS.md``)."""
+    by_size: dict[tuple[int, ...], list[float]] = {}
+    for ms, shape in zip(latency_ms, shapes, strict=True):
+        by_size.setdefault(shape, []).append(ms)
+    return statistics.fmean(percentile(v, 50) for v in by_size.values())
+
+
+def median_process(figures: Sequence[Figures], figure: str) -> Figures:
+    """The median of several processes' figures on ``figure`` (a ``Figures`` field; the lower middle of an
+    even count)."""
+    ranked = sorted(figures, key=lambda f: getattr(f, figure), reverse=not figure.endswith("_ms"))  # best first
     return ranked[(len(ranked) - 1) // 2]
 
 
@@ -121,28 +138,31 @@ class SideTimings:
     """One runner group's timings in a comparison: merged, and per round."""
 
     raw: RawTimings = field(default_factory=RawTimings)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)  # the shape of each of ``raw.latency_ms``
     images: int = 0
     mpx: float = 0.0
     round_scores: list[float] = field(default_factory=list)
 
     def slice(self, group: Sequence[Runner], batch: int, workload: Workload, passes: int,
-              inputs: dict) -> tuple[list[float], float]:
+              inputs: dict) -> tuple[float, int, float]:
         """Time one slice (``passes`` passes over ``workload`` at ``batch``, ``time_slice``) and add it;
-        (its latencies in ms, its wall s)."""
+        (its ``size_p50`` in ms, its queries, its wall s)."""
         sizes = [(batch, 3, h, w) for _ in range(passes) for h, w in workload.sizes]
-        lat, wall = time_slice(group, sizes, inputs)
+        lat, shapes, wall = time_slice(group, sizes, inputs)
         self.raw.latency_ms.extend(lat)
+        self.shapes.extend(shapes)
         self.raw.queries += len(lat)
         self.raw.wall_s += wall
         self.images += len(lat) * batch  # one latency per query, each of batch images
         self.mpx += sum(b * h * w for b, _, h, w in sizes) / 1e6
-        return lat, wall
+        return size_p50(lat, shapes), len(lat), wall
 
     def figures(self) -> Figures:
         lat = self.raw.latency_ms
         wall = max(self.raw.wall_s, 1e-12)
-        return Figures(percentile(lat, 50), percentile(lat, 99), self.images / wall,
-                       wall * 1e3 / max(self.mpx, 1e-12), self.raw.queries)
+        return Figures(p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99), images_per_s=self.images / wall,
+                       ms_per_mpx=wall * 1e3 / max(self.mpx, 1e-12), queries=self.raw.queries,
+                       size_p50_ms=size_p50(lat, self.shapes))
 
 
 @dataclass
@@ -173,7 +193,8 @@ class Trial:
             "gate": None if g is None else g.passed, "rel_l2": g.metric("rel_l2") if g else None,
             "cosine": g.metric("cosine_min") if g else None,
             "top1_agreement": g.report.top1_agreement if g and g.report else None,
-            "p50_ms": f.p50_ms if f else None, "p99_ms": f.p99_ms if f else None,
+            "p50_ms": f.p50_ms if f else None, "size_p50_ms": f.size_p50_ms if f else None,
+            "p99_ms": f.p99_ms if f else None,
             "images_per_s": f.images_per_s if f else None, "ms_per_mpx": f.ms_per_mpx if f else None,
             "vs_best": self.vs_best,
         }
@@ -208,9 +229,11 @@ class SearchResult:
                 f"{c['rungs']} halving rung(s); {why} after {c['elapsed_s']:.0f} s")
 
 
-def time_slice(group: Sequence[Runner], shapes: Sequence[tuple[int, ...]], inputs: dict) -> tuple[list[float], float]:
+def time_slice(group: Sequence[Runner], shapes: Sequence[tuple[int, ...]],
+               inputs: dict) -> tuple[list[float], list[tuple[int, ...]], float]:
     """Send ``shapes`` in order to ``group`` (one runner, or one per stream in flight), the first query
-    untimed (the last runtime's threads and caches must not land in it); (latencies in ms, wall s).
+    untimed (the last runtime's threads and caches must not land in it); (latencies in ms, the shape of
+    each, wall s).
 
     One runner: every query timed on the host clock, in stream order, so a size seen for the first time
     costs what it costs. Several: ``bench.timing.time_case`` per size (one query per runner at a time)."""
@@ -221,12 +244,14 @@ def time_slice(group: Sequence[Runner], shapes: Sequence[tuple[int, ...]], input
 
     if len(group) > 1:
         lat: list[float] = []
+        of: list[tuple[int, ...]] = []
         wall = 0.0
         for shape, count in Counter(shapes).items():
             raw = time_case(list(group), shape, TimingConfig(warmup_s=0.0, iterations=count, buffers=2))
             lat.extend(raw.latency_ms)
+            of.extend([tuple(shape)] * len(raw.latency_ms))
             wall += raw.wall_s
-        return lat, wall
+        return lat, of, wall
     runner = group[0]
     runner.infer(batch(shapes[0], 1))
     lat = []
@@ -238,7 +263,7 @@ def time_slice(group: Sequence[Runner], shapes: Sequence[tuple[int, ...]], input
         runner.synchronize()
         runner.fetch()
         lat.append((time.perf_counter() - t0) * 1e3)
-    return lat, time.perf_counter() - start
+    return lat, [tuple(s) for s in shapes], time.perf_counter() - start
 
 
 @contextmanager
@@ -390,15 +415,16 @@ class Search:
         return gate
 
     # -- timing ---------------------------------------------------------------------------
-    def _score(self, lat: list[float], images: int, wall: float) -> float:
+    def _score(self, latency_ms: float, images: int, wall: float) -> float:
         if self.objective == "throughput":
             return images / max(wall, 1e-12)
-        return 1.0 / max(statistics.median(lat), 1e-12)
+        return 1.0 / max(latency_ms, 1e-12)
 
     def _slice(self, side: SideTimings, group: list[Runner], c: Candidate, per_size: int, inputs: dict) -> float:
-        """One slice of ``c``: ``per_size`` passes over the workload in stream order; its score."""
-        lat, wall = side.slice(group, c.batch, self.workload, per_size, inputs)
-        return self._score(lat, len(lat) * c.batch, wall)
+        """One slice of ``c``: ``per_size`` passes over the workload in stream order; its score (latency: by
+        the slice's ``size_p50``)."""
+        latency_ms, queries, wall = side.slice(group, c.batch, self.workload, per_size, inputs)
+        return self._score(latency_ms, queries * c.batch, wall)
 
     def _compare(self, inc: Trial, cand: Trial, per_size: int) -> tuple[SideTimings, SideTimings]:
         """Time ``inc`` and ``cand`` in alternating rounds (A B, B A, ...)."""
@@ -466,7 +492,7 @@ class Search:
         except DeployError as exc:
             best.processes = [self._solo(best, passes)]
             best.timed_in = f"the tune process ({self.alone.where} failed: {one_line(exc)})"
-        best.figures = median_process(best.processes, self.objective)
+        best.figures = median_process(best.processes, OBJECTIVE_FIGURE.get(self.objective, "size_p50_ms"))
         best.passes, best.alone = passes, True
 
     def _tick(self) -> None:
