@@ -409,3 +409,5 @@ def echo_remeasured(result: Any) -> None:
     else:
         click.echo(f"{d['figure']}: now {ratio:.2f}x what tune recorded (the median of {len(result.processes)} fresh "
                    f"process(es): {each})")
+    if d["unsteady"]:
+        click.echo(f"warning: {d['unsteady']}")

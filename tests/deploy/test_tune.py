@@ -145,6 +145,25 @@ def test_the_budget_stops_the_search_with_the_best_so_far_and_the_coverage(tmp_p
     assert any(t.status == "not reached" for t in result.search.trials)
 
 
+def test_the_budget_counts_one_untimed_query_per_slice_not_one_per_size():
+    from types import SimpleNamespace
+
+    workload = parse_workload("random:64-512")  # 16 sizes
+    search = search_mod.Search(space_mod.Space([], [], {}), [], workload, objective="latency", budget_s=60.0)
+    assert len(workload.sizes) == 16 and search._slice_queries(1) == search_mod.ROUNDS * 17
+    assert search._slice_queries(4) == search_mod.ROUNDS * (16 * 4 + 1)
+    search._cost_per_query = 2.0  # seconds per (query x Mpx x batch x streams)
+    one, two = SimpleNamespace(batch=1, streams=1), SimpleNamespace(batch=2, streams=1)
+    per_side = search_mod.ROUNDS * 17 * workload.megapixels() * 2.0
+    assert search._compare_estimate(one, two, 1) == pytest.approx(2 * search._open_cost + 3 * per_side)
+    # a gate already held for the key costs nothing more
+    trial = search_mod.Trial(SimpleNamespace(gate_key="k"))
+    search._gate_cost = 30.0
+    assert search._gate_estimate(trial) == 30.0
+    search.gates["k"] = search_mod.Gate("fp32", None, None)
+    assert search._gate_estimate(trial) == 0.0
+
+
 def test_a_stream_of_sizes_is_judged_by_each_sizes_p50_averaged(monkeypatch):
     a, b, c = (1, 3, 64, 64), (1, 3, 64, 96), (1, 3, 96, 96)
     lat, shapes = [1.0, 2.0, 3.0, 10.0, 12.0, 100.0], [a, a, a, b, b, c]
@@ -166,6 +185,12 @@ def test_a_stream_of_sizes_is_judged_by_each_sizes_p50_averaged(monkeypatch):
     assert search_mod.median_process(figs, "size_p50_ms").size_p50_ms == 2.0
     assert search_mod.median_process(figs, "images_per_s").size_p50_ms == 2.0
     assert search_mod.median_process(figs[:2], "size_p50_ms").size_p50_ms == 1.0  # the lower middle: the better
+    # processes that spread past UNSTEADY_SPREAD are one line that says by how much; steady ones, nothing
+    assert search_mod.process_spread(figs, "size_p50_ms") == pytest.approx(3.0)
+    note = search_mod.unsteady_note(figs, "size_p50_ms", "benchmark --config")
+    assert note.startswith("benchmark --config: the 3 fresh processes spread 3.00x on size_p50_ms (1 to 3)")
+    steady = [replace(f, size_p50_ms=v) for v in (1.0, 1.0 * search_mod.UNSTEADY_SPREAD)]
+    assert search_mod.unsteady_note(steady, "size_p50_ms", "x") is None
 
 
 def test_workloads_and_thread_choices():
@@ -409,6 +434,9 @@ def test_benchmark_config_remeasures_the_recorded_workload_as_tune_timed_it(tmp_
     assert out["now"]["p50_ms"] == sorted(p["p50_ms"] for p in out["processes"])[1]
     assert out["ratio"] == pytest.approx(out["now"]["p50_ms"] / 4.0)
     assert out["process_ratios"] == pytest.approx([p["p50_ms"] / 4.0 for p in out["processes"]])
+    ps = [p["p50_ms"] for p in out["processes"]]
+    assert out["process_spread"] == pytest.approx(max(ps) / min(ps))
+    assert (out["unsteady"] is None) == (out["process_spread"] <= search_mod.UNSTEADY_SPREAD)
     assert "now" in CliRunner().invoke(cli.main, ["benchmark", "--config", str(path)]).output
     # one that records the per-size p50 is judged by it, the median process by it
     (tmp_path / "new").mkdir()

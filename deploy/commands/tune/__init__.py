@@ -32,7 +32,7 @@ from ...errors import OptionError
 from ...modelfile import describe, describe_variant
 from ...reference import ReferenceCase, photo_cases, reference_cases
 from .output import COLUMNS, build_config, plot_trials, trials_csv
-from .search import ROUNDS, AloneTiming, Search, SearchResult, Trial
+from .search import OBJECTIVE_FIGURE, ROUNDS, AloneTiming, Search, SearchResult, Trial, unsteady_note
 from .space import ModelChoice, Space, build_space
 from .workload import Workload, parse_workload
 
@@ -297,6 +297,10 @@ def run_tune(r: TuneRequest) -> TuneResult:
                     min_top1_agreement=r.min_top1_agreement, on_progress=r.on_progress, model_label=label, clock=r.clock,
                     weights_label=weights, alone=alone)
     result = search.run()
+    if result.best is not None:
+        note = unsteady_note(result.best.processes, OBJECTIVE_FIGURE.get(r.objective, "size_p50_ms"),
+                             "the best's timing")
+        notes += [note] if note else []
     out = TuneResult(r, space, result, workload, gate_set, models, notes)
     if result.best is not None and out.failure is None:
         out.config = build_config(out)

@@ -34,7 +34,16 @@ from ...deployconfig import ConfigError, DeployConfig, load_config, model_source
 from ...errors import DeployError, OptionError, one_line
 from ...loader import plan_model, reference_model
 from ...runners.base import Runner
-from .search import OBJECTIVE_FIGURE, ROUNDS, Figures, SideTimings, median_process, open_group
+from .search import (
+    OBJECTIVE_FIGURE,
+    ROUNDS,
+    Figures,
+    SideTimings,
+    median_process,
+    open_group,
+    process_spread,
+    unsteady_note,
+)
 from .workload import Workload
 
 __all__ = ["Remeasured", "config_workload", "open_config", "measure_configs", "remeasure", "in_fresh_processes",
@@ -123,6 +132,10 @@ class Remeasured:
             return None
         return float(getattr(f, self.key)) / recorded
 
+    def unsteady(self) -> str | None:
+        """One line when the processes spread beyond ``search.UNSTEADY_SPREAD`` on the objective's figure."""
+        return unsteady_note(self.processes, self.key, "benchmark --config")
+
     def ratio(self) -> float | None:
         """The median process over recorded, on the objective's figure (p50 latency, or images/s); None if
         the config records none."""
@@ -135,7 +148,8 @@ class Remeasured:
                 "passes_per_round": self.passes, "objective": self.objective, "figure": self.key,
                 "now": self.figures.to_dict(), "processes": [f.to_dict() for f in self.processes],
                 "process_ratios": [self._over_recorded(f) for f in self.processes], "recorded": recorded,
-                "ratio": self.ratio()}
+                "ratio": self.ratio(), "process_spread": process_spread(self.processes, self.key),
+                "unsteady": self.unsteady()}
 
 
 def recorded_timing(config: DeployConfig) -> tuple[int, int, int]:

@@ -51,7 +51,8 @@ from .space import Candidate, Space
 from .workload import Workload
 
 __all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "ROUND_MIN_S", "OBJECTIVE_FIGURE", "AloneTiming", "Gate",
-           "Figures", "size_p50", "SideTimings", "Trial", "SearchResult", "Search", "median_process", "open_group",
+           "Figures", "size_p50", "SideTimings", "Trial", "SearchResult", "Search", "median_process", "process_spread",
+           "UNSTEADY_SPREAD", "unsteady_note", "open_group",
            "open_timed", "time_slice"]
 
 ROUNDS = 6
@@ -124,6 +125,29 @@ def size_p50(latency_ms: Sequence[float], shapes: Sequence[tuple[int, ...]]) -> 
     for ms, shape in zip(latency_ms, shapes, strict=True):
         by_size.setdefault(shape, []).append(ms)
     return statistics.fmean(percentile(v, 50) for v in by_size.values())
+
+
+#: the spread between processes (slowest over fastest, on the objective's figure) beyond which the machine's
+#: timing is called unsteady: ``tune`` notes it and ``benchmark --config`` warns that its ratio cannot be read
+#: to within 10%
+UNSTEADY_SPREAD = 1.10
+
+
+def process_spread(figures: Sequence[Figures], figure: str) -> float:
+    """The slowest process over the fastest on ``figure`` (1.0 for one process)."""
+    values = [float(getattr(f, figure)) for f in figures]
+    return max(values) / max(min(values), 1e-12) if values else 1.0
+
+
+def unsteady_note(figures: Sequence[Figures], figure: str, what: str) -> str | None:
+    """One line when ``figures`` (each process's) spread beyond ``UNSTEADY_SPREAD``, else None."""
+    spread = process_spread(figures, figure)
+    if spread <= UNSTEADY_SPREAD:
+        return None
+    values = sorted(float(getattr(f, figure)) for f in figures)
+    return (f"{what}: the {len(values)} fresh processes spread {spread:.2f}x on {figure} ({values[0]:.4g} to "
+            f"{values[-1]:.4g}): this machine's speed moved while they ran, so no single figure holds to 10% here; "
+            "re-measure with 'benchmark --config' on a quiet machine before relying on it")
 
 
 def median_process(figures: Sequence[Figures], figure: str) -> Figures:
@@ -356,7 +380,7 @@ class Search:
         passes = self._final_passes(best)
         rounds = self._compare_estimate(best.candidate, best.candidate, passes) / 2 - self._open_cost
         if best.figures is not None:
-            rounds = ROUNDS * (passes + 1) * self._pass_s(best)
+            rounds = ROUNDS * (passes + 1 / len(self.workload.sizes)) * self._pass_s(best)  # + the untimed query
         return self.alone.processes * (self.alone.overhead_s + self._open_cost + rounds)
 
     def _pass_s(self, trial: Trial) -> float:
@@ -370,12 +394,18 @@ class Search:
             return trial.passes
         return max(trial.passes, math.ceil(ROUND_MIN_S / max(self._pass_s(trial), 1e-9)))
 
-    def _gate_estimate(self) -> float:
+    def _gate_estimate(self, trial: Trial) -> float:
+        if trial.candidate.gate_key in self.gates:  # held once per key: nothing more to run
+            return 0.0
         return self._gate_cost if self._gate_cost is not None else self._open_cost
 
+    def _slice_queries(self, per_size: int) -> int:
+        """Queries one side sends in a comparison: ``ROUNDS`` slices of ``per_size`` passes over the sizes,
+        each after one untimed query."""
+        return ROUNDS * (len(self.workload.sizes) * per_size + 1)
+
     def _compare_estimate(self, a: Candidate, b: Candidate, per_size: int) -> float:
-        sizes = len(self.workload.sizes)
-        queries = ROUNDS * sizes * (per_size + 1)
+        queries = self._slice_queries(per_size)
         mpx = self.workload.megapixels()
         rate = self._cost_per_query
         if rate is None:
@@ -438,7 +468,7 @@ class Search:
                     c = (inc, cand)[i].candidate
                     sides[i].round_scores.append(self._slice(sides[i], groups[i], c, per_size, inputs))
         spent = self.clock() - t0
-        work = sum(ROUNDS * len(self.workload.sizes) * (per_size + 1) * t.candidate.batch * t.candidate.streams
+        work = sum(self._slice_queries(per_size) * t.candidate.batch * t.candidate.streams
                    * self.workload.megapixels() for t in (inc, cand))
         if work > 0:
             self._cost_per_query = max(spent - 2 * self._open_cost, spent / 2) / work
@@ -517,7 +547,7 @@ class Search:
         pool: list[Trial] = []
         self.phase = "rung 0"
         for trial in self.trials:
-            if not self._fits(self._gate_estimate()):
+            if not self._fits(self._gate_estimate(trial)):
                 return "budget"
             trial.gate = self._gate(trial)
             if not trial.gate.passed:
