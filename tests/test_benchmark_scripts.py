@@ -187,7 +187,9 @@ def _tune_figures(data: dict[str, Any], md: str) -> None:
     assert row["tune_exit"] == 0 and row["chosen"] and row["coverage"]["decided"] >= 1
     assert [i["config"] for i in row["interleaved"]][0] == "tune's choice" and len(row["interleaved"]) == 4
     assert row["interleaved"][0]["choice_speedup"] == 1.0
-    assert all(i["p50_ms"] == i["size_p50_ms"] > 0 and i["queries"] == 1 for i in row["interleaved"])  # 1 x 1 size
+    # each configuration in 1 fresh process of its own (--rounds 1): 6 rounds x 1 pass x 1 size
+    assert all(i["p50_ms"] == i["size_p50_ms"] > 0 and i["queries"] == 6 for i in row["interleaved"])
+    assert all(i["process_size_p50_ms"] == [i["size_p50_ms"]] for i in row["interleaved"])
     again = row["remeasure"]  # benchmark --config: 3 fresh processes, the median's over tune's (3 too)
     assert row["recorded"]["timed_in"] == "3 fresh processes" and row["recorded"]["processes"] == 3
     assert len(again["processes"]) == 3 and again["ratio"] > 0 and again["after_tune_s"] > 0
