@@ -201,15 +201,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
               "over the choice's, >1: the choice is faster. In that run each configuration is timed in fresh "
               "processes of its own, the four taking turns in a rotating order, each process 6 rounds of whole "
               "passes over the workload (32 queries or more per round), its figures the median process's (rows "
-              "before 2026-12-03: all four in one process, 6 rotating rounds, by p50). The last column is `benchmark "
-              "--config`'s per-size p50 over what `tune` recorded (1.00 = the same; rows before 2026-12-03: its "
-              "p50), both the median of 3 fresh processes; in brackets each process's (rows of earlier runs: one "
+              "whose table says 'one process': all four in one process, 6 rotating rounds, by p50). The last column is `benchmark "
+              "--config`'s per-size p50 over what `tune` recorded (1.00 = the same; rows whose table has no "
+              "per-size p50: its p50), both the median of 3 fresh processes; in brackets each process's (rows of earlier runs: one "
               "process each, twice, and tune's figure from its own process)."]
     for r in rows:
         if "interleaved" not in r:
             continue
+        how = (f"{r['interleaved_processes']} fresh processes each" if r.get("interleaved_processes")
+               else "one process")
         lines += ["", f"**{r.get('cpu', '')}: {r['variant'].upper()}, {r['workload']}** ({r['gate_set']}; "
-                  f"{r['coverage_line']}):", "",
+                  f"{r['coverage_line']}; interleaved in {how}):", "",
                   "| configuration | per-size p50 ms | p50 ms | p99 ms | images/s | ms/Mpx |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for i in r["interleaved"]:
