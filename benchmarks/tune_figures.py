@@ -16,7 +16,7 @@ exported once; then for each workload (``224`` fixed, ``random:64-512``):
    on a CPU without BF16). Each configuration runs in fresh processes of its own (``--rounds`` each, the way
    ``benchmark --config`` times one: ``remeasure.in_fresh_processes``), the four taking turns, the order
    rotating from round to round so that drift cannot favour one; its figures are its median process's. The
-   speed-ups are ratios of the per-size p50 latency (``search.size_p50``, what ``tune`` ranks by). Runners
+   speed-ups are ratios of the per-size p50 latency (``figures.size_p50``, what ``tune`` ranks by). Runners
    that share one long process with other runtimes' do not run as a deployment does (RESULTS.md).
 
 Rows are kept per CPU (``cpu``: the model and its BF16/INT8 units): a run here replaces this CPU's row of
@@ -127,8 +127,8 @@ def chosen_line(best: dict[str, Any]) -> str:
 
 def one_workload(variant: str, workload: str, graphs: dict[str, Path], held: Path, budget: float, work: Path,
                  rounds: int, slice_queries: int) -> dict[str, Any]:
+    from deploy.commands.tune.figures import median_process
     from deploy.commands.tune.remeasure import config_workload
-    from deploy.commands.tune.search import median_process
     from deploy.deployconfig import load_config
 
     out = work / f"{variant}_{workload.replace(':', '_')}"

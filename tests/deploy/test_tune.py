@@ -24,6 +24,7 @@ import cli
 import deploy
 from convmlp.weights import file_sha256
 from deploy.commands.tune import TuneRequest, run_tune
+from deploy.commands.tune import figures as figures_mod
 from deploy.commands.tune import search as search_mod
 from deploy.commands.tune import space as space_mod
 from deploy.commands.tune.workload import parse_workload
@@ -167,10 +168,10 @@ def test_the_budget_counts_one_untimed_query_per_slice_not_one_per_size():
 def test_a_stream_of_sizes_is_judged_by_each_sizes_p50_averaged(monkeypatch):
     a, b, c = (1, 3, 64, 64), (1, 3, 64, 96), (1, 3, 96, 96)
     lat, shapes = [1.0, 2.0, 3.0, 10.0, 12.0, 100.0], [a, a, a, b, b, c]
-    assert search_mod.size_p50(lat, shapes) == pytest.approx((2.0 + 11.0 + 100.0) / 3)
-    assert search_mod.size_p50([3.0, 1.0, 2.0, 9.0], [a] * 4) == 2.5  # one size: its p50
+    assert figures_mod.size_p50(lat, shapes) == pytest.approx((2.0 + 11.0 + 100.0) / 3)
+    assert figures_mod.size_p50([3.0, 1.0, 2.0, 9.0], [a] * 4) == 2.5  # one size: its p50
     with pytest.raises(ValueError):
-        search_mod.size_p50(lat, shapes[:-1])
+        figures_mod.size_p50(lat, shapes[:-1])
     # a slice and the figures over slices: by size, whatever order the sizes came in; the p50 of all queries
     # sits on whichever size the middle query falls on
     monkeypatch.setattr(search_mod, "time_slice", lambda group, sizes, inputs: (lat, shapes, 0.5))
@@ -182,15 +183,15 @@ def test_a_stream_of_sizes_is_judged_by_each_sizes_p50_averaged(monkeypatch):
     assert f.size_p50_ms == pytest.approx(113.0 / 3) and f.p50_ms == pytest.approx(6.5) and f.queries == 12
     # the median process: lowest-first on a figure in ms, highest-first on images/s
     figs = [replace(f, size_p50_ms=v, images_per_s=100.0 / v) for v in (3.0, 1.0, 2.0)]
-    assert search_mod.median_process(figs, "size_p50_ms").size_p50_ms == 2.0
-    assert search_mod.median_process(figs, "images_per_s").size_p50_ms == 2.0
-    assert search_mod.median_process(figs[:2], "size_p50_ms").size_p50_ms == 1.0  # the lower middle: the better
+    assert figures_mod.median_process(figs, "size_p50_ms").size_p50_ms == 2.0
+    assert figures_mod.median_process(figs, "images_per_s").size_p50_ms == 2.0
+    assert figures_mod.median_process(figs[:2], "size_p50_ms").size_p50_ms == 1.0  # the lower middle: the better
     # processes that spread past UNSTEADY_SPREAD are one line that says by how much; steady ones, nothing
-    assert search_mod.process_spread(figs, "size_p50_ms") == pytest.approx(3.0)
-    note = search_mod.unsteady_note(figs, "size_p50_ms", "benchmark --config")
+    assert figures_mod.process_spread(figs, "size_p50_ms") == pytest.approx(3.0)
+    note = figures_mod.unsteady_note(figs, "size_p50_ms", "benchmark --config")
     assert note.startswith("benchmark --config: the 3 fresh processes spread 3.00x on size_p50_ms (1 to 3)")
-    steady = [replace(f, size_p50_ms=v) for v in (1.0, 1.0 * search_mod.UNSTEADY_SPREAD)]
-    assert search_mod.unsteady_note(steady, "size_p50_ms", "x") is None
+    steady = [replace(f, size_p50_ms=v) for v in (1.0, 1.0 * figures_mod.UNSTEADY_SPREAD)]
+    assert figures_mod.unsteady_note(steady, "size_p50_ms", "x") is None
 
 
 def test_workloads_and_thread_choices():
@@ -436,7 +437,7 @@ def test_benchmark_config_remeasures_the_recorded_workload_as_tune_timed_it(tmp_
     assert out["process_ratios"] == pytest.approx([p["p50_ms"] / 4.0 for p in out["processes"]])
     ps = [p["p50_ms"] for p in out["processes"]]
     assert out["process_spread"] == pytest.approx(max(ps) / min(ps))
-    assert (out["unsteady"] is None) == (out["process_spread"] <= search_mod.UNSTEADY_SPREAD)
+    assert (out["unsteady"] is None) == (out["process_spread"] <= figures_mod.UNSTEADY_SPREAD)
     assert "now" in CliRunner().invoke(cli.main, ["benchmark", "--config", str(path)]).output
     # one that records the per-size p50 is judged by it, the median process by it
     (tmp_path / "new").mkdir()

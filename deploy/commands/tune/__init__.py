@@ -31,8 +31,9 @@ from ...backends import BACKENDS
 from ...errors import OptionError
 from ...modelfile import describe, describe_variant
 from ...reference import ReferenceCase, photo_cases, reference_cases
+from .figures import OBJECTIVE_FIGURE, unsteady_note
 from .output import COLUMNS, build_config, plot_trials, trials_csv
-from .search import OBJECTIVE_FIGURE, ROUNDS, AloneTiming, Search, SearchResult, Trial, unsteady_note
+from .search import ROUNDS, AloneTiming, Search, SearchResult, Trial
 from .space import ModelChoice, Space, build_space
 from .workload import Workload, parse_workload
 

@@ -4,8 +4,8 @@ speed-ups of ``benchmarks/tune_figures.py`` (the tuned deployment against baseli
 Each configuration is opened fresh (as each of tune's comparisons opens its runners), then timed in
 ``rounds`` rounds over the recorded workload, each slice ``passes`` passes over its sizes in stream order
 after one untimed query (``search.time_slice``); with several configurations the order rotates from round
-to round, so a drifting machine cannot favour one. The figures are ``search.Figures`` over every timed
-query: p50/p99 latency, the per-size p50 (``search.size_p50``, what a latency objective is judged by),
+to round, so a drifting machine cannot favour one. The figures are ``figures.Figures`` over every timed
+query: p50/p99 latency, the per-size p50 (``figures.size_p50``, what a latency objective is judged by),
 images/s and ms per megapixel, the same figures ``deploy.json`` records.
 
 ``in_fresh_processes`` is how ``tune`` times its best and how ``benchmark --config`` (``remeasure``) times
@@ -34,16 +34,8 @@ from ...deployconfig import ConfigError, DeployConfig, load_config, model_source
 from ...errors import DeployError, OptionError, one_line
 from ...loader import plan_model, reference_model
 from ...runners.base import Runner
-from .search import (
-    OBJECTIVE_FIGURE,
-    ROUNDS,
-    Figures,
-    SideTimings,
-    median_process,
-    open_group,
-    process_spread,
-    unsteady_note,
-)
+from .figures import OBJECTIVE_FIGURE, Figures, median_process, process_spread, unsteady_note
+from .search import ROUNDS, SideTimings, open_group
 from .workload import Workload
 
 __all__ = ["Remeasured", "config_workload", "open_config", "measure_configs", "remeasure", "in_fresh_processes",
@@ -133,7 +125,7 @@ class Remeasured:
         return float(getattr(f, self.key)) / recorded
 
     def unsteady(self) -> str | None:
-        """One line when the processes spread beyond ``search.UNSTEADY_SPREAD`` on the objective's figure."""
+        """One line when the processes spread beyond ``figures.UNSTEADY_SPREAD`` on the objective's figure."""
         return unsteady_note(self.processes, self.key, "benchmark --config")
 
     def ratio(self) -> float | None:

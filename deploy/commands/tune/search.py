@@ -47,13 +47,12 @@ from ...reference import ReferenceCase, compare_runner
 from ...runners.base import Runner
 from ..bench.stats import percentile
 from ..bench.timing import RawTimings, TimingConfig, make_inputs, time_case
+from .figures import OBJECTIVE_FIGURE, Figures, median_process, size_p50
 from .space import Candidate, Space
 from .workload import Workload
 
-__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "ROUND_MIN_S", "OBJECTIVE_FIGURE", "AloneTiming", "Gate",
-           "Figures", "size_p50", "SideTimings", "Trial", "SearchResult", "Search", "median_process", "process_spread",
-           "UNSTEADY_SPREAD", "unsteady_note", "open_group",
-           "open_timed", "time_slice"]
+__all__ = ["ROUNDS", "ETA", "MARGIN", "WIN_ROUNDS", "ROUND_MIN_S", "AloneTiming", "Gate", "SideTimings", "Trial",
+           "SearchResult", "Search", "open_group", "open_timed", "time_slice"]
 
 ROUNDS = 6
 ETA = 2
@@ -91,70 +90,6 @@ class Gate:
                 "rel_l2": self.metric("rel_l2"), "cosine": self.metric("cosine_min"),
                 "top1_agreement": self.report.top1_agreement if self.report else None,
                 "failures": ([self.error] if self.error else []) + (self.report.failures if self.report else [])}
-
-
-@dataclass
-class Figures:
-    """Measured on the workload: per-query latency percentiles, the per-size p50 (``size_p50``), images/s
-    and wall ms per megapixel."""
-
-    p50_ms: float
-    p99_ms: float
-    images_per_s: float
-    ms_per_mpx: float
-    queries: int
-    size_p50_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"p50_ms": self.p50_ms, "size_p50_ms": self.size_p50_ms, "p99_ms": self.p99_ms,
-                "images_per_s": self.images_per_s, "ms_per_mpx": self.ms_per_mpx, "queries": self.queries}
-
-
-#: the figure each objective is judged by (lower is better for a figure in ms)
-OBJECTIVE_FIGURE = {"latency": "size_p50_ms", "throughput": "images_per_s"}
-
-
-def size_p50(latency_ms: Sequence[float], shapes: Sequence[tuple[int, ...]]) -> float:
-    """The mean over the distinct sizes of each one's p50 latency (``shapes[i]`` is ``latency_ms[i]``'s): the
-    latency a multi-size workload is judged by, and for one size its p50.
-
-    The p50 of all queries of a stream of sizes is the latency of whichever size the middle query falls on:
-    16 sizes x 12 queries put it between the 8th and 9th smallest, and two processes' p50 differed by 14%
-    where this figure differed by 0.7% (``benchmarks/RESULTS.md``)."""
-    by_size: dict[tuple[int, ...], list[float]] = {}
-    for ms, shape in zip(latency_ms, shapes, strict=True):
-        by_size.setdefault(shape, []).append(ms)
-    return statistics.fmean(percentile(v, 50) for v in by_size.values())
-
-
-#: the spread between processes (slowest over fastest, on the objective's figure) beyond which the machine's
-#: timing is called unsteady: ``tune`` notes it and ``benchmark --config`` warns that its ratio cannot be read
-#: to within 10%
-UNSTEADY_SPREAD = 1.10
-
-
-def process_spread(figures: Sequence[Figures], figure: str) -> float:
-    """The slowest process over the fastest on ``figure`` (1.0 for one process)."""
-    values = [float(getattr(f, figure)) for f in figures]
-    return max(values) / max(min(values), 1e-12) if values else 1.0
-
-
-def unsteady_note(figures: Sequence[Figures], figure: str, what: str) -> str | None:
-    """One line when ``figures`` (each process's) spread beyond ``UNSTEADY_SPREAD``, else None."""
-    spread = process_spread(figures, figure)
-    if spread <= UNSTEADY_SPREAD:
-        return None
-    values = sorted(float(getattr(f, figure)) for f in figures)
-    return (f"{what}: the {len(values)} fresh processes spread {spread:.2f}x on {figure} ({values[0]:.4g} to "
-            f"{values[-1]:.4g}): this machine's speed moved while they ran, so no single figure holds to 10% here; "
-            "re-measure with 'benchmark --config' on a quiet machine before relying on it")
-
-
-def median_process(figures: Sequence[Figures], figure: str) -> Figures:
-    """The median of several processes' figures on ``figure`` (a ``Figures`` field; the lower middle of an
-    even count)."""
-    ranked = sorted(figures, key=lambda f: getattr(f, figure), reverse=not figure.endswith("_ms"))  # best first
-    return ranked[(len(ranked) - 1) // 2]
 
 
 @dataclass
